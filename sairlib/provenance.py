@@ -1,0 +1,110 @@
+"""Where a result came from: code version, library versions, device, time.
+
+    python -c "import json, sairlib.provenance as p; print(json.dumps(p.provenance(), indent=2))"
+
+The runner stores ``provenance()`` in each stage's ``metrics.json``. It holds
+no host name, user name or environment variable. Anything that cannot be
+determined (no git, a library not installed) is ``None``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "papermill",
+    "numpy",
+)
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"sha": ..., "dirty": ...}`` of the git checkout holding ``repo``.
+
+    ``repo`` defaults to the checkout holding this package. Both values are
+    ``None`` outside a git repository or before its first commit. ``dirty``
+    counts modified tracked files and untracked, not ignored, files.
+    """
+    cwd = Path(repo) if repo is not None else _PACKAGE_ROOT
+    sha = _git(["rev-parse", "--verify", "HEAD"], cwd)
+    if sha is None:
+        return {"sha": None, "dirty": None}
+    status = _git(["status", "--porcelain"], cwd)
+    return {"sha": sha.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
+    """Installed version of each distribution, ``None`` when missing."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _nvidia_driver_present() -> bool:
+    """Cheap test that spares importing torch (seconds) on machines without a GPU."""
+    return (
+        "torch" in sys.modules
+        or shutil.which("nvidia-smi") is not None
+        or Path("/proc/driver/nvidia").exists()
+        or Path("/dev/nvidiactl").exists()
+    )
+
+
+def device_info() -> dict[str, Any]:
+    """CUDA device name and count when torch sees a GPU, else the CPU count."""
+    if _nvidia_driver_present() and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return {
+                "type": "cuda",
+                "name": torch.cuda.get_device_name(0),
+                "count": torch.cuda.device_count(),
+                "cuda_version": torch.version.cuda,
+            }
+    return {"type": "cpu", "cpu_count": os.cpu_count()}
+
+
+def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Git SHA/dirty flag, Python and library versions, device, UTC timestamp."""
+    git = git_state(repo)
+    return {
+        "git_sha": git["sha"],
+        "git_dirty": git["dirty"],
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "versions": library_versions(),
+        "device": device_info(),
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,375 @@
+"""X2I task generators for the shapes world, in three families mirroring the paper's benchmarks.
+
+- ``t2i``     text-to-image, GenEval's six tags (single_object, two_object, counting, colors,
+              position, color_attr) plus ``compositional`` prompts of 2..max_objects objects
+              with relations, where one-pass generation breaks;
+- ``edit``    editing one input image, KRIS-Bench's groups: factual (add, remove, recolour,
+              resize, count, move), conceptual (fact, mix), procedural (multi, rule);
+- ``compose`` composing subjects from several input images, OmniContext's SINGLE / MULTIPLE /
+              SCENE x character / object.
+
+Every task is built from a scene (the witness), so its hidden spec is exactly checkable, and is
+verified on construction: the witness scores 5 on every dimension. Train and eval tasks are
+disjoint by construction: a task's split is a hash of its content.
+
+    >>> from sairlib.world.tasks import make_tasks
+    >>> ts = make_tasks(5, split="train", seed=0, family="t2i")
+    >>> len(ts), ts[0].meta["split"]
+    (5, 'train')
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..interfaces import X2IInput
+from . import facts
+from .grammar import OpsRequest, TextToImage, say_request
+from .ops import (Add, Cell, Colour, Draw, FactColour, ImageRef, MixColour, Move, Op, OpError, Place, Recolour,
+                  RelTo, Remove, Resize, SetCount, apply, constraints, keeps)
+from .palette import COLOURS, DIRECTIONS, RELATIONS, SHAPES, SIZES
+from .render import render
+from .scene import CHARACTER_BODIES, Obj, Part, Scene
+from .spec import Count, Desc, Rel, TaskSpec, holds, satisfied, unique_desc
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "t2i": ("single_object", "two_object", "counting", "colors", "position", "color_attr", "compositional"),
+    "edit": ("add", "remove", "recolour", "resize", "count", "move", "fact", "mix", "multi", "rule"),
+    "compose": ("SINGLE_character", "SINGLE_object", "MULTIPLE_character", "MULTIPLE_object",
+                "SCENE_character", "SCENE_object"),
+}
+KRIS_GROUP: dict[str, str] = {"add": "factual", "remove": "factual", "recolour": "factual", "resize": "factual",
+                              "count": "factual", "move": "factual", "fact": "conceptual", "mix": "conceptual",
+                              "multi": "procedural", "rule": "procedural"}
+SPLITS = ("train", "eval")
+
+
+class TaskError(ValueError):
+    """Bad arguments to a task generator (the message names the argument)."""
+
+
+class _Retry(Exception):
+    """This random draw did not give a valid task; draw again."""
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    grid: int = 4
+    image_size: int = 64
+    max_objects: int = 8
+    eval_fraction: float = 0.2
+
+
+def split_of(key: str, eval_fraction: float) -> str:
+    h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "eval" if h < eval_fraction else "train"
+
+
+# ------------------------------------------------------------------ random pieces
+_COLOURS, _SIZES = tuple(COLOURS), tuple(SIZES)
+
+
+def _pick(rng: np.random.Generator, items: Sequence[str]) -> str:
+    return items[int(rng.integers(len(items)))]
+
+
+def _rand_obj(rng: np.random.Generator, cell: tuple[int, int], size: str | None = None,
+              character: bool = False) -> Obj:
+    colour = _pick(rng, _COLOURS)
+    if character:
+        inner_colour = _pick(rng, [c for c in _COLOURS if c != colour])
+        return Obj(_pick(rng, CHARACTER_BODIES), colour, "big", *cell, Part(_pick(rng, SHAPES), inner_colour))
+    return Obj(_pick(rng, SHAPES), colour, size or _pick(rng, _SIZES), *cell)
+
+
+def _rand_cells(rng: np.random.Generator, grid: int, n: int) -> list[tuple[int, int]]:
+    idx = rng.choice(grid * grid, size=n, replace=False)
+    return [(int(i) // grid, int(i) % grid) for i in idx]
+
+
+def _distinct_objs(rng: np.random.Generator, grid: int, n: int, character_p: float = 0.0) -> list[Obj]:
+    """n objects with pairwise different looks, in random cells."""
+    out: list[Obj] = []
+    for cell in _rand_cells(rng, grid, n):
+        for _ in range(50):
+            o = _rand_obj(rng, cell, character=rng.random() < character_p)
+            if all(o.looks() != p.looks() for p in out):
+                out.append(o)
+                break
+        else:
+            raise _Retry
+    return out
+
+
+def short_desc(o: Obj, scene: Scene) -> Desc:
+    """The shortest description that picks out ``o`` alone in ``scene``; requests never name positions."""
+    d = unique_desc(o, scene, locate=False)
+    if d is None:
+        raise _Retry
+    return d
+
+
+# ------------------------------------------------------------------ text-to-image
+def _t2i(category: str, rng: np.random.Generator, cfg: WorldConfig):
+    g = cfg.grid
+    if category == "single_object":
+        o = _rand_obj(rng, _rand_cells(rng, g, 1)[0])
+        return TextToImage(((Desc(o.shape), 1),)), [o], 1
+    if category == "colors":
+        o = _rand_obj(rng, _rand_cells(rng, g, 1)[0])
+        return TextToImage(((Desc(o.shape, o.colour), 1),)), [o], 1
+    if category in ("two_object", "color_attr", "position"):
+        a, b = _distinct_objs(rng, g, 2)
+        if a.shape == b.shape or (category != "two_object" and a.colour == b.colour):
+            raise _Retry
+        if category == "two_object":
+            da, db = Desc(a.shape), Desc(b.shape)
+        else:
+            da, db = Desc(a.shape, a.colour), Desc(b.shape, b.colour)
+        rels: tuple = ()
+        if category == "position":
+            true = [r for r in RELATIONS if holds(r, a.cell, b.cell)]
+            if not true:
+                raise _Retry
+            rels = ((da, str(rng.choice(true)), db),)
+        return TextToImage(((da, 1), (db, 1)), rels), [a, b], 2 + len(rels)
+    if category == "counting":
+        n = int(rng.integers(2, 5))
+        shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
+        objs = [Obj(shape, colour, str(rng.choice(list(SIZES))), *c) for c in _rand_cells(rng, g, n)]
+        return TextToImage(((Desc(shape), n),)), objs, n
+    if category == "compositional":
+        k = int(rng.integers(2, cfg.max_objects + 1))
+        objs = _distinct_objs(rng, g, k)
+        descs = [Desc(o.shape, o.colour, o.size) for o in objs]
+        n_rel = int(rng.integers(1, k))  # 1 .. k-1 relations
+        rels = []
+        pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+        for pi in rng.permutation(len(pairs)):
+            i, j = pairs[pi]
+            true = [r for r in RELATIONS if holds(r, objs[i].cell, objs[j].cell)]
+            if true and not any({i, j} == {a, b} for a, b, _ in rels):
+                rels.append((i, j, str(rng.choice(true))))
+            if len(rels) == n_rel:
+                break
+        req = TextToImage(tuple((d, 1) for d in descs), tuple((descs[i], r, descs[j]) for i, j, r in rels))
+        return req, objs, k + len(rels)
+    raise TaskError(f"category: unknown text-to-image category {category!r}")
+
+
+def _t2i_task(category: str, rng: np.random.Generator, cfg: WorldConfig):
+    req, objs, complexity = _t2i(category, rng, cfg)
+    cons: list = [Count(d, n) for d, n in req.items]
+    cons += [Rel(a, r, b) for a, r, b in req.relations]
+    return req, (), TaskSpec(tuple(cons), (), Scene(tuple(objs), cfg.grid)), complexity, {}
+
+
+# ------------------------------------------------------------------ editing
+def _edit_op(category: str, scene: Scene, rng: np.random.Generator) -> tuple[Op, int]:
+    objs = list(scene.objects)
+    if not objs or not scene.free_cells():
+        raise _Retry  # every edit needs an object to act on and room to act
+    o = objs[int(rng.integers(len(objs)))]
+    if category == "add":
+        new = _rand_obj(rng, (0, 0))
+        if any(p.looks() == new.looks() for p in objs):
+            raise _Retry
+        d = Desc(new.shape, new.colour, new.size)
+        if rng.random() < 0.5:
+            free = scene.free_cells()
+            cell = free[int(rng.integers(len(free)))]
+            return Add(d, Cell(*cell)), 1
+        return Add(d, RelTo(str(rng.choice(RELATIONS)), short_desc(o, scene))), 1
+    if category == "remove":
+        return Remove(short_desc(o, scene)), 1
+    if category == "recolour":
+        colour = str(rng.choice([c for c in COLOURS if c != o.colour]))
+        return Recolour(short_desc(o, scene), Colour(colour)), 1
+    if category == "resize":
+        if o.is_character:
+            raise _Retry
+        return Resize(short_desc(o, scene), "small" if o.size == "big" else "big"), 1
+    if category == "move":
+        if rng.random() < 0.5:
+            return Move(short_desc(o, scene), str(rng.choice(list(DIRECTIONS)))), 1
+        free = scene.free_cells()
+        return Move(short_desc(o, scene), Cell(*free[int(rng.integers(len(free)))])), 1
+    if category == "count":
+        d = Desc(o.shape, o.colour)
+        have = sum(d.matches(p) for p in objs)
+        n = int(rng.choice([m for m in range(0, 5) if m != have]))
+        return SetCount(d, n), abs(n - have)
+    if category == "fact":
+        thing = str(rng.choice(sorted(facts.THINGS)))
+        if facts.colour_of(thing) == o.colour:
+            raise _Retry
+        return Recolour(short_desc(o, scene), FactColour(thing)), 1
+    if category == "mix":
+        a, b = sorted(next(iter([tuple(k) for k in [list(facts.MIXES)[int(rng.integers(len(facts.MIXES)))]]])))
+        if facts.mix(a, b) == o.colour:
+            raise _Retry
+        return Recolour(short_desc(o, scene), MixColour(a, b)), 1
+    if category == "rule":
+        if rng.random() < 0.5:
+            shape = o.shape
+            colour = str(rng.choice([c for c in COLOURS if c != o.colour]))
+            hit = [p for p in objs if p.shape == shape]
+            return Recolour(Desc(shape), Colour(colour), every=True), sum(p.colour != colour for p in hit)
+        hit = [p for p in objs if p.colour == o.colour]
+        return Remove(Desc(colour=o.colour), every=True), len(hit)
+    raise TaskError(f"category: unknown edit category {category!r}")
+
+
+def _edit_task(category: str, rng: np.random.Generator, cfg: WorldConfig):
+    n0 = int(rng.integers(2 if category in ("rule", "multi") else 1, min(6, cfg.grid * cfg.grid - 2) + 1))
+    scene = Scene(tuple(_distinct_objs(rng, cfg.grid, n0, character_p=0.15)), cfg.grid)
+    if category == "rule":  # a rule must hit at least two objects
+        o = scene.objects[int(rng.integers(n0))]
+        twin = _rand_obj(rng, scene.free_cells()[int(rng.integers(len(scene.free_cells())))])
+        twin = Obj(o.shape if rng.random() < 0.5 else twin.shape, o.colour if rng.random() < 0.5 else twin.colour,
+                   twin.size, twin.row, twin.col)
+        scene = scene.with_objects(scene.objects + (twin,))
+    n_ops = int(rng.integers(2, 5)) if category == "multi" else 1
+    ops, cons, complexity, cur = [], [], 0, scene
+    touched_cells: set = set()
+    for _ in range(n_ops):
+        sub = str(rng.choice(FAMILIES["edit"][:6])) if category == "multi" else category
+        op, cx = _edit_op(sub, cur, rng)
+        nxt = apply(cur, op)
+        changed = {o.cell for o in cur.objects if o not in nxt.objects} | {o.cell for o in nxt.objects if o not in cur.objects}
+        if changed & touched_cells or not changed:
+            raise _Retry  # operations of one request touch disjoint objects and all do something
+        touched_cells |= changed
+        cons += constraints(cur, op, nxt)
+        ops.append(op)
+        complexity += cx
+        cur = nxt
+    kept = tuple(o for o in scene.objects if o.cell not in touched_cells)
+    spec = TaskSpec(tuple(cons), kept, cur)
+    used = sorted({op.colour.thing for op in ops if isinstance(op, Recolour) and isinstance(op.colour, FactColour)})
+    return OpsRequest(tuple(ops)), (scene,), spec, complexity, {"facts": used,
+                                                               "group": KRIS_GROUP[category]}
+
+
+# ------------------------------------------------------------------ composition
+def _compose_task(category: str, rng: np.random.Generator, cfg: WorldConfig):
+    kind, sub = category.split("_")
+    character = sub == "character"
+    g = cfg.grid
+    n_subj = 1 if kind in ("SINGLE", "SCENE") else int(rng.integers(2, 4))
+    subjects = []
+    for _ in range(n_subj):
+        for _ in range(50):
+            s = _rand_obj(rng, _rand_cells(rng, g, 1)[0], size="big", character=character)
+            if all(s.looks() != p.looks() for p in subjects):
+                subjects.append(s)
+                break
+        else:
+            raise _Retry
+    inputs: list[Scene] = []
+    canvas = Scene((), g)
+    scene_from = None
+    if kind == "SCENE":
+        canvas = Scene(tuple(_distinct_objs(rng, g, int(rng.integers(2, 5)))), g)
+        if any(o.looks() == s.looks() for o in canvas.objects for s in subjects):
+            raise _Retry
+        inputs.append(canvas)
+        scene_from = 1
+    first_k = len(inputs) + 1
+    inputs += [Scene((s,), g) for s in subjects]
+    refs = [ImageRef(first_k + i, character) for i in range(n_subj)]
+    ops: list[Op] = []
+    for i, ref in enumerate(refs):
+        if kind == "SCENE":
+            anchor = canvas.objects[int(rng.integers(len(canvas.objects)))]
+            where = RelTo(str(rng.choice(RELATIONS)), short_desc(anchor, canvas))
+        elif i == 0:
+            where = Cell(*_rand_cells(rng, g, 1)[0])
+        else:
+            where = RelTo(str(rng.choice(RELATIONS)), refs[int(rng.integers(i))])
+        ops.append(Place(ref, where))
+    if kind == "SINGLE":  # one extra object related to the subject
+        extra = _rand_obj(rng, (0, 0))
+        if extra.looks() == subjects[0].looks():
+            raise _Retry
+        ops.append(Add(Desc(extra.shape, extra.colour, extra.size), RelTo(str(rng.choice(RELATIONS)), refs[0])))
+    cur, cons = canvas, []
+    for op in ops:
+        nxt = apply(cur, op, inputs)
+        cons += constraints(cur, op, nxt, inputs)
+        cur = nxt
+    spec = TaskSpec(tuple(cons), tuple(canvas.objects), cur)
+    complexity = sum(2 if isinstance(op.where, RelTo) else 1 for op in ops)
+    return OpsRequest(tuple(ops), scene_from), tuple(inputs), spec, complexity, {"group": kind, "subject": sub}
+
+
+_BUILDERS: dict[str, Callable] = {"t2i": _t2i_task, "edit": _edit_task, "compose": _compose_task}
+
+
+def make_task(family: str, category: str, rng: np.random.Generator, cfg: WorldConfig = WorldConfig(),
+              max_tries: int = 200) -> X2IInput:
+    """Draw one valid task of a family and category (retrying draws that do not fit the grid)."""
+    if family not in FAMILIES:
+        raise TaskError(f"family: unknown {family!r} (known: {', '.join(FAMILIES)})")
+    if category not in FAMILIES[family]:
+        raise TaskError(f"category: unknown {category!r} for family {family!r} (known: {', '.join(FAMILIES[family])})")
+    for _ in range(max_tries):
+        try:
+            req, inputs, spec, complexity, extra = _BUILDERS[family](category, rng, cfg)
+        except (_Retry, OpError):
+            continue
+        if not satisfied(spec, spec.target):
+            continue  # the witness must score 5 everywhere: never emit an unsatisfiable task
+        text = say_request(req)
+        key = "|".join([family, text] + [s.to_json() for s in inputs])
+        meta = {"family": family, "category": category, "group": extra.pop("group", category),
+                "complexity": int(complexity), "split": split_of(key, cfg.eval_fraction),
+                "inputs": [s.to_dict() for s in inputs], "target_scene": spec.target.to_dict(), **extra}
+        tid = f"{family}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        images = tuple(render(s, cfg.image_size) for s in inputs)
+        return X2IInput(tid, text, images, meta, spec)
+    raise TaskError(f"could not draw a valid {family}/{category} task in {max_tries} tries (grid too small?)")
+
+
+def make_tasks(n: int, split: str, seed: int, family: str | None = None, categories: Sequence[str] | None = None,
+               cfg: WorldConfig = WorldConfig(), distinct: bool = True) -> list[X2IInput]:
+    """``n`` tasks of one split, cycling over the families' categories, seeded.
+
+    The same (seed, arguments) always give the same tasks; a task's split depends only on its
+    content, so train and eval sets never share a task whatever seeds are used. With
+    ``distinct=False`` a request may repeat (with another witness image): training streams
+    use that, since small categories (e.g. "draw a circle .") have few distinct requests.
+    """
+    if split not in SPLITS:
+        raise TaskError(f"split: must be one of {SPLITS}, got {split!r}")
+    if not isinstance(n, int) or n < 0:
+        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+    fams = [family] if family else list(FAMILIES)
+    for f in fams:
+        if f not in FAMILIES:
+            raise TaskError(f"family: unknown {f!r} (known: {', '.join(FAMILIES)})")
+    pairs = [(f, c) for f in fams for c in FAMILIES[f] if categories is None or c in categories]
+    if categories is not None:
+        unknown = set(categories) - {c for f in fams for c in FAMILIES[f]}
+        if unknown:
+            raise TaskError(f"categories: unknown {sorted(unknown)[0]!r}")
+    if not pairs:
+        raise TaskError("categories: no category selected")
+    rng = np.random.default_rng(seed)
+    out: list[X2IInput] = []
+    seen: set[str] = set()
+    misses = 0
+    while len(out) < n:
+        f, c = pairs[len(out) % len(pairs)] if misses < 100 * len(pairs) else pairs[int(rng.integers(len(pairs)))]
+        t = make_task(f, c, rng, cfg)
+        if t.meta["split"] != split or (distinct and t.id in seen):
+            misses += 1
+            if misses > 1000 * max(n, 1):
+                raise TaskError(f"could not find {n} distinct {split} tasks (the space is too small)")
+            continue
+        seen.add(t.id)
+        out.append(t)
+    return out

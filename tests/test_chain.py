@@ -1,0 +1,20 @@
+"""The real notebook chain runs end to end through the runner with params/ci.yaml."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_chain_runs_and_records_metrics(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "sairlib.run", "--params", str(ROOT / "params" / "ci.yaml"),
+                        "--outputs", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = tmp_path / "ci"
+    m = json.loads((run / "00_world" / "metrics.json").read_text())
+    assert m["run"]["status"] == "complete" and m["run"]["seed"] == 0
+    assert m["tokenizer_fidelity"] >= 0.99
+    assert (run / "00_world" / "00_world.html").stat().st_size > 10_000
+    assert (run / "00_world" / "tokenizer" / "tokenizer_config.json").is_file()
+    assert "00_world" in (run / "index.html").read_text()

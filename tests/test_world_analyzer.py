@@ -1,0 +1,172 @@
+"""Property tests of the exact Analyzer: targets score 5, one perturbation lowers the right
+dimension and the reason names it, and every text the Analyzer writes parses back exactly."""
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from sairlib.world import FAMILIES, WorldAnalyzer, make_task, render
+from sairlib.world.grammar import (parse_evaluation, parse_op, parse_reflection, parse_request, parse_scene,
+                                   say_request, say_scene)
+from sairlib.world.ops import apply
+from sairlib.world.palette import COLOURS
+from sairlib.world.scene import Scene
+from sairlib.world.spec import Count, Rel, satisfied
+
+A = WorldAnalyzer()
+PAIRS = [(f, c) for f in FAMILIES for c in FAMILIES[f]]
+
+
+def task(pair, seed):
+    return make_task(*pair, np.random.default_rng(seed))
+
+
+tasks = st.builds(task, st.sampled_from(PAIRS), st.integers(0, 2**31))
+
+
+@given(tasks)
+def test_target_scores_five_everywhere(x):
+    a = A.assess(x, render(x.target.target))
+    assert a.scores == {"instruction": 5, "consistency": 5, "quality": 5, "knowledge": 5}
+    assert a.passed and a.reasons == ()
+
+
+@given(tasks)
+def test_texts_parse_back_exactly(x):
+    img = x.images[0] if x.images else render(Scene((), 4))
+    a = A.assess(x, img)
+    for decision in ("done", "reflect", "plan"):
+        t = A.evaluation_text(a, decision)
+        ev = parse_evaluation(t)
+        assert ev.scores == a.scores and ev.decision == decision and ev.errors == a.detail.errors
+    r = A.reflection(x, img)
+    assert parse_reflection(A.reflect(x, img)) == r
+    for step in A.decompose(x):
+        parse_op(step)
+    assert say_request(parse_request(x.instruction)) == x.instruction
+    assert parse_scene(say_scene(x.target.target)) == x.target.target
+
+
+@given(tasks)
+def test_plan_and_fix_reach_the_target(x):
+    inputs = [Scene.from_dict(d) for d in x.meta["inputs"]]
+    start = inputs[0] if x.meta["family"] == "edit" else Scene((), 4)
+    if x.meta["family"] == "compose" and inputs and len(inputs[0].objects) != 1:
+        start = inputs[0]
+    scene = start
+    for op in A.plan(x):
+        scene = apply(scene, op, inputs)
+    assert satisfied(x.target, scene)
+    fixed = A.perceive(render(start)).scene()
+    for op in A.fix_ops(x, A.perceive(render(start))):
+        fixed = apply(fixed, op, inputs)
+    assert satisfied(x.target, fixed)
+
+
+# ------------------------------------------------------------------ perturbations
+def _t2i_with_colour(seed):
+    return task(("t2i", "compositional"), seed)
+
+
+@given(st.integers(0, 2**31), st.data())
+def test_wrong_colour_lowers_instruction(seed, data):
+    x = _t2i_with_colour(seed)
+    objs = list(x.target.target.objects)
+    i = data.draw(st.integers(0, len(objs) - 1))
+    o = objs[i]
+    new = data.draw(st.sampled_from([c for c in COLOURS if c != o.colour]))
+    objs[i] = dataclasses.replace(o, colour=new)
+    a = A.assess(x, render(Scene(tuple(objs), 4)))
+    assert a.scores["instruction"] < 5 and a.scores["quality"] == 5
+    assert any(o.shape in r and ("want" in r or "is not" in r) for r in a.reasons), a.reasons
+
+
+@given(st.integers(0, 2**31), st.data())
+def test_missing_object_lowers_instruction(seed, data):
+    x = task(("t2i", data.draw(st.sampled_from(["two_object", "counting", "compositional", "color_attr"]))), seed)
+    objs = list(x.target.target.objects)
+    gone = objs.pop(data.draw(st.integers(0, len(objs) - 1)))
+    a = A.assess(x, render(Scene(tuple(objs), 4)))
+    assert a.scores["instruction"] < 5
+    assert any(r.startswith("want") and gone.shape in r for r in a.reasons), a.reasons
+
+
+@given(st.integers(0, 2**31))
+def test_moved_object_breaks_the_relation(seed):
+    x = task(("t2i", "position"), seed)
+    rel = next(c for c in x.target.constraints if isinstance(c, Rel))
+    scene = x.target.target
+    a_obj = next(o for o in scene.objects if rel.a.matches(o))
+    b_obj = next(o for o in scene.objects if rel.b.matches(o))
+    swapped = Scene((a_obj.moved(*b_obj.cell), b_obj.moved(*a_obj.cell)), 4)
+    a = A.assess(x, render(swapped))
+    assert a.scores["instruction"] < 5
+    assert any(" is not " in r and rel.rel in r for r in a.reasons), a.reasons
+
+
+@given(st.integers(0, 2**31), st.data())
+def test_changed_kept_object_lowers_consistency(seed, data):
+    x = task(("edit", data.draw(st.sampled_from(["add", "remove", "recolour", "move"]))), seed)
+    if not x.target.keep:
+        return
+    k = data.draw(st.sampled_from(x.target.keep))
+    new = data.draw(st.sampled_from([c for c in COLOURS if c != k.colour and (k.inner is None or c != k.inner.colour)]))
+    objs = [dataclasses.replace(o, colour=new) if o == k else o for o in x.target.target.objects]
+    a = A.assess(x, render(Scene(tuple(objs), 4)))
+    assert a.scores["consistency"] < 5
+    assert any(r.startswith("changed") and f"row {k.row + 1} column {k.col + 1}" in r for r in a.reasons), a.reasons
+
+
+@given(tasks, st.data())
+def test_noise_patch_lowers_quality(x, data):
+    img = render(x.target.target).copy()
+    free = x.target.target.free_cells()
+    r, c = data.draw(st.sampled_from(free))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
+    img[r * 16 + 4:r * 16 + 12, c * 16 + 4:c * 16 + 12] = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    a = A.assess(x, img)
+    assert a.scores["quality"] < 5
+    assert any(f"at row {r + 1} column {c + 1}" in s and (s.startswith("noise") or s.startswith("malformed") or s.startswith("extra"))
+               for s in a.reasons), a.reasons
+
+
+def test_knowledge_failure_is_diagnosed_as_knowledge():
+    x = task(("edit", "fact"), 3)
+    img = x.images[0]  # nothing done: the fact-derived colour is missing
+    assert A.assess(x, img).scores["knowledge"] < 5
+    assert A.diagnose(x, img) == "knowledge"
+    y = task(("t2i", "compositional"), 3)
+    assert A.diagnose(y, render(Scene((), 4))) == "complex"
+
+
+# ------------------------------------------------------------------ text judgement
+@given(tasks)
+def test_judge_text_true_texts_score_one(x):
+    img = x.images[0] if x.images else render(Scene((), 4))
+    a = A.assess(x, img)
+    ev = A.evaluation_text(a, "done" if a.passed else "reflect")
+    assert A.judge_text("E", ev, {"task": x, "image": img}) == 1.0
+    assert A.judge_text("R", A.reflect(x, img), {"task": x, "image": img}) == 1.0
+    steps = A.decompose(x)
+    if steps:
+        start = x.images[0] if x.meta["family"] == "edit" else None
+        assert A.judge_text("S", steps[0], {"task": x, "image": start}) == 1.0
+
+
+def test_judge_text_false_texts_score_low():
+    x = task(("t2i", "counting"), 5)
+    img = render(x.target.target)
+    wrong = "instruction 2 consistency 5 quality 5 knowledge 5 . error want three circles found one . decision reflect"
+    assert A.judge_text("E", wrong, {"task": x, "image": img}) < 0.7
+    assert A.judge_text("E", "not the grammar at all", {"task": x, "image": img}) == 0.0
+    assert A.judge_text("S", "remove the circle", {"task": x, "image": None}) == 0.0  # nothing to remove
+    with pytest.raises(ValueError, match="kind"):
+        A.judge_text("X", "", {"task": x})
+
+
+def test_thresholds_are_validated():
+    with pytest.raises(ValueError, match="thresholds.quality"):
+        WorldAnalyzer(thresholds={"instruction": 5, "consistency": 5, "quality": 9, "knowledge": 5})
+    with pytest.raises(ValueError, match="missing dimension 'knowledge'"):
+        WorldAnalyzer(thresholds={"instruction": 5, "consistency": 5, "quality": 4})
