@@ -16,6 +16,7 @@ text segment in its tags: ``E`` ``<eval> .. </eval>``, ``R`` ``<reflect> .. </re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -121,8 +122,7 @@ class Layout:
     def parse(self, ids: Sequence[int]) -> Parsed:
         """Read segments from completion ids (up to <eos>; padding after it is ignored)."""
         out = Parsed()
-        close_kind = {v: k for k, v in self.close_tag.items()}
-        open_kind = {v: k for k, v in self.open_tag.items()}
+        open_kind = self._open_kind
         i, ids = 0, [int(t) for t in ids]
         while i < len(ids):
             t = ids[i]
@@ -157,9 +157,17 @@ class Layout:
             return _bad(out, f"token {i}: {t} outside any segment")
         return out
 
+    @cached_property
+    def _open_kind(self) -> dict[int, str]:
+        return {v: k for k, v in self.open_tag.items()}
+
+    @cached_property
+    def _markers(self) -> frozenset[int]:
+        return frozenset((self.boi, self.eoi, self.bos, self.eos, self.user, self.assistant,
+                          *self.open_tag.values(), *self.close_tag.values()))
+
     def _is_marker(self, t: int) -> bool:
-        return (self.code_lo <= t < self.code_hi or t in (self.boi, self.eoi, self.bos, self.eos, self.user,
-                self.assistant) or t in self.open_tag.values() or t in self.close_tag.values())
+        return self.code_lo <= t < self.code_hi or t in self._markers
 
 
 def _bad(p: Parsed, why: str) -> Parsed:

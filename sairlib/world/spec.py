@@ -286,3 +286,11 @@ def check_scene(spec: TaskSpec, scene: Scene) -> Check:
 def satisfied(spec: TaskSpec, scene: Scene) -> bool:
     """Whether a perfectly drawn scene would score 5 on every dimension."""
     return all(v == 5 for v in check_scene(spec, scene).scores.values())
+
+
+def constraints_for_step(before: Scene, after: Scene) -> TaskSpec:
+    """A spec that checks one step exactly: every object of ``after`` in place, nothing else."""
+    return TaskSpec(tuple(At(Desc.of(o), o.row, o.col) for o in after.objects if before.at(*o.cell) != o)
+                    + tuple(Count(Desc.of(o), sum(Desc.of(o).matches(p) for p in after.objects))
+                            for o in before.objects if o not in after.objects),
+                    tuple(o for o in before.objects if o in after.objects), after)

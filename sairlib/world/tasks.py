@@ -160,11 +160,103 @@ def _t2i(category: str, rng: np.random.Generator, cfg: WorldConfig):
     raise TaskError(f"category: unknown text-to-image category {category!r}")
 
 
+def canonical_layout(objs: Sequence[Obj], relations: Sequence[tuple[Desc, str, Desc]], grid: int,
+                     budget: int = 2000) -> list[Obj] | None:
+    """A placement determined by the request alone: reading order, as early as the relations allow.
+
+    Relations name single objects and are axis-separable (left/right order columns, above/below
+    order rows). Objects are placed in the order the request mentions them, each in the first
+    free cell (row-major) inside the bounds its relations leave: at least one past every object
+    that must precede it (longest-path bounds), before every placed object it must precede.
+    If that greedy pass gets stuck, a backtracking search of at most ``budget`` cells decides;
+    ``None`` if both fail. Any placement satisfying the request passes; this one is what a model
+    learns from, so that text-to-image targets are a function of the request.
+    """
+    index: dict[Desc, list[int]] = {}
+    for i, o in enumerate(objs):
+        for d in {Desc(o.shape), Desc(o.shape, o.colour), Desc(o.shape, o.colour, o.size), Desc.of(o)}:
+            index.setdefault(d, []).append(i)
+    # before[axis] = list of (i, j): coordinate of i < coordinate of j on that axis (0 rows, 1 cols)
+    before: list[list[tuple[int, int]]] = [[], []]
+    for a, rel, b in relations:
+        (ia,), (ib,) = index[a], index[b]
+        if rel in ("left", "above"):
+            before[rel == "left"].append((ia, ib))
+        else:
+            before[rel == "right"].append((ib, ia))
+    n = len(objs)
+
+    def lower(axis: int) -> list[int]:
+        lo = [0] * n
+        for _ in range(n):
+            for i, j in before[axis]:
+                lo[j] = max(lo[j], lo[i] + 1)
+        return lo
+
+    lo = [lower(0), lower(1)]
+    cells: list[tuple[int, int] | None] = [None] * n
+    for i in range(n):
+        bounds = []
+        for axis in (0, 1):
+            low = max([lo[axis][i]] + [cells[a][axis] + 1 for a, b in before[axis] if b == i and cells[a]])
+            high = min([grid - 1] + [cells[b][axis] - 1 for a, b in before[axis] if a == i and cells[b]])
+            bounds.append((low, high))
+        free = [(r, c) for r in range(bounds[0][0], bounds[0][1] + 1) for c in range(bounds[1][0], bounds[1][1] + 1)
+                if (r, c) not in cells]
+        if not free:
+            return _search_layout(objs, before, grid, budget)
+        cells[i] = free[0]
+        for axis in (0, 1):  # successors start after this object
+            for a, b in before[axis]:
+                if a == i:
+                    lo[axis][b] = max(lo[axis][b], cells[i][axis] + 1)
+    return [o.moved(*c) for o, c in zip(objs, cells)]
+
+
+def _search_layout(objs: Sequence[Obj], before: list[list[tuple[int, int]]], grid: int,
+                   budget: int) -> list[Obj] | None:
+    """Backtracking in reading order, at most ``budget`` cells visited."""
+    cells = [(r, c) for r in range(grid) for c in range(grid)]
+    placed: list[tuple[int, int]] = []
+    visits = 0
+
+    def fits(i: int, cell: tuple[int, int]) -> bool:
+        for axis in (0, 1):
+            for a, b in before[axis]:
+                if a == i and b < i and not cell[axis] < placed[b][axis]:
+                    return False
+                if b == i and a < i and not placed[a][axis] < cell[axis]:
+                    return False
+        return True
+
+    def place(i: int) -> bool:
+        nonlocal visits
+        if i == len(objs):
+            return True
+        for cell in cells:
+            if cell in placed:
+                continue
+            visits += 1
+            if visits > budget:
+                return False
+            if fits(i, cell):
+                placed.append(cell)
+                if place(i + 1):
+                    return True
+                placed.pop()
+        return False
+
+    return [o.moved(*c) for o, c in zip(objs, placed)] if place(0) else None
+
+
 def _t2i_task(category: str, rng: np.random.Generator, cfg: WorldConfig):
     req, objs, complexity = _t2i(category, rng, cfg)
     cons: list = [Count(d, n) for d, n in req.items]
     cons += [Rel(a, r, b) for a, r, b in req.relations]
-    return req, (), TaskSpec(tuple(cons), (), Scene(tuple(objs), cfg.grid)), complexity, {}
+    order = [o for d, _ in req.items for o in objs if d.matches(o)]  # mention order
+    order = list(dict.fromkeys(order))
+    witness = canonical_layout(order, req.relations, cfg.grid) or objs  # the drawn placement if the search gives up
+    return req, (), TaskSpec(tuple(cons), (), Scene(tuple(witness), cfg.grid)), complexity, {}
 
 
 # ------------------------------------------------------------------ editing

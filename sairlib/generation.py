@@ -1,0 +1,441 @@
+"""Constrained generation: the one decode loop used by the data pipeline, evaluation and GRPO rollouts.
+
+Every completion follows :class:`sairlib.sequence.Layout` whatever the model's weights are:
+a :class:`LayoutConstraint` masks the logits at each step so that images hold exactly
+``tokens_per_image`` codes, text segments hold only words and close with their own tag, and
+the sequence always ends with ``<eos>`` within ``max_new_tokens``::
+
+    from sairlib.generation import generate
+    prompts = [layout.prompt("draw a red circle .", [])]
+    outs = generate(model, layout, prompts, max_new_tokens=64, temperature=1.0, seed=0)
+    outs[0].ids          # completion ids, up to and including <eos>
+    outs[0].forced       # True where the constraint left exactly one choice (no loss in GRPO)
+    outs[0].parsed.ok    # always True
+
+Classifier-free guidance on image codes: pass ``uncond_prompts`` (one per prompt, e.g. the
+prompt without its request words) and ``cfg_scale != 1``.
+
+GRPO can replay the constraint on finished completions with :meth:`LayoutConstraint.trace`
+(allowed-set class per position; ``constraint.table[classes]`` gives the masks).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from transformers import DynamicCache, StaticCache
+
+from .sequence import TEXT_TAGS, Layout, Parsed
+
+__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "generate", "sample_tokens"]
+
+_TEXT_KINDS: tuple[str, ...] = tuple(TEXT_TAGS)  # E, R, S, D
+_K = len(_TEXT_KINDS)
+
+# Allowed-set classes (rows of LayoutConstraint.table).
+C_OUT_ALL, C_OUT_TEXT, C_EOS, C_CODES, C_EOI = 0, 1, 2, 3, 4
+C_TEXT0 = 5                 # words + close tag of kind k: C_TEXT0 + k
+C_CLOSE0 = C_TEXT0 + _K     # close tag of kind k only:   C_CLOSE0 + k
+C_PAD = C_CLOSE0 + _K
+N_CLASSES = C_PAD + 1
+
+# Token categories (what a token means to the automaton).
+T_OTHER, T_BOI, T_EOI, T_EOS, T_CODE, T_OPEN0 = 0, 1, 2, 3, 4, 5   # open tag of kind k: T_OPEN0 + k
+T_CLOSE0 = T_OPEN0 + _K                                            # close tag of kind k: T_CLOSE0 + k
+N_CATEGORIES = T_CLOSE0 + _K
+
+_CHECK_EVERY = 8  # decode steps between checks that every row has ended (each check waits for the device)
+
+
+@dataclass
+class Generation:
+    """One completion: its prompt, ids (up to and including ``<eos>``), forced flags, parse, images."""
+
+    prompt: list[int]
+    ids: list[int]
+    forced: list[bool]
+    parsed: Parsed
+    images: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class ConstraintState:
+    """Per-sequence constraint state: automaton ``node`` and budget ``left``, each a ``[B]`` long tensor."""
+
+    node: torch.Tensor
+    left: torch.Tensor
+
+
+class LayoutConstraint:
+    """The layout's grammar as a finite automaton over lookup tables, vectorised over the batch.
+
+    Nodes: ``outside`` (0), ``image with c codes`` (``1 + c``, c = 0..tokens_per_image),
+    ``inside text kind k``, ``done``. The allowed-set class is ``cls_of[node, min(left, tpi + 3)]``
+    and the next node ``next_of[node, category[token]]``, so a step is a few gathers::
+
+        c = LayoutConstraint(layout, vocab_width, device)
+        s = c.start(batch, max_new_tokens)
+        cls = c.classes(s); mask = c.table[cls]; forced = c.n_allowed[cls] == 1
+        s = c.advance(s, tokens)
+    """
+
+    def __init__(self, layout: Layout, vocab_width: int, device: torch.device | str = "cpu") -> None:
+        n_tokens = len(layout.tokenizer) if layout.tokenizer is not None else vocab_width
+        if n_tokens > vocab_width:
+            raise ValueError(f"vocab_width: the model scores {vocab_width} tokens but the vocabulary has {n_tokens}")
+        tpi = layout.tokens_per_image
+        self.layout, self.width, self.device = layout, int(vocab_width), torch.device(device)
+        self.outside, self.image0, self.text0, self.done_node = 0, 1, tpi + 2, tpi + 2 + _K
+        self.n_nodes = self.done_node + 1
+        self.table = self._allowed_table(n_tokens).to(self.device)    # [N_CLASSES, V] bool
+        self.n_allowed = self.table.sum(1)                             # [N_CLASSES]
+        self.cls_of = self._class_table().to(self.device)              # [nodes, tpi + 4]
+        self.next_of = self._next_table().to(self.device)              # [nodes, N_CATEGORIES]
+        self.category = self._categories().to(self.device)            # [V]
+        self.is_code_node = torch.zeros(self.n_nodes, dtype=torch.bool, device=self.device)
+        self.is_code_node[self.image0:self.image0 + tpi] = True        # the next token is an image code
+
+    # ------------------------------------------------------------ tables
+    def _allowed_table(self, n_tokens: int) -> torch.Tensor:
+        lay, t = self.layout, torch.zeros(N_CLASSES, self.width, dtype=torch.bool)
+        opens = [lay.open_tag[k] for k in _TEXT_KINDS]
+        t[C_OUT_ALL, opens + [lay.boi, lay.eos]] = True
+        t[C_OUT_TEXT, opens + [lay.eos]] = True
+        t[C_EOS, lay.eos] = True
+        t[C_CODES, lay.code_lo:lay.code_hi] = True
+        t[C_EOI, lay.eoi] = True
+        for k, kind in enumerate(_TEXT_KINDS):
+            t[C_TEXT0 + k, lay.code_hi:n_tokens] = True
+            t[C_TEXT0 + k, lay.close_tag[kind]] = True
+            t[C_CLOSE0 + k, lay.close_tag[kind]] = True
+        t[C_PAD, lay.pad] = True
+        return t
+
+    def _class_table(self) -> torch.Tensor:
+        """``[nodes, tpi + 4]``: allowed-set class by node and budget left (clipped to ``tpi + 3``)."""
+        tpi = self.layout.tokens_per_image
+        left = torch.arange(tpi + 4)
+        cls = torch.full((self.n_nodes, tpi + 4), C_PAD, dtype=torch.long)
+        cls[self.outside] = torch.where(left >= tpi + 3, C_OUT_ALL, torch.where(left >= 3, C_OUT_TEXT, C_EOS))
+        cls[self.image0:self.image0 + tpi] = C_CODES
+        cls[self.image0 + tpi] = C_EOI
+        for k in range(_K):
+            cls[self.text0 + k] = torch.where(left > 2, C_TEXT0 + k, C_CLOSE0 + k)
+        return cls
+
+    def _next_table(self) -> torch.Tensor:
+        """``[nodes, N_CATEGORIES]``: the node after a token of each category (disallowed ones: stay)."""
+        tpi = self.layout.tokens_per_image
+        nxt = torch.arange(self.n_nodes)[:, None].repeat(1, N_CATEGORIES)
+        nxt[self.outside, T_BOI] = self.image0
+        nxt[self.outside, T_EOS] = self.done_node
+        for k in range(_K):
+            nxt[self.outside, T_OPEN0 + k] = self.text0 + k
+            nxt[self.text0 + k, T_CLOSE0 + k] = self.outside
+        for c in range(tpi):
+            nxt[self.image0 + c, T_CODE] = self.image0 + c + 1
+        nxt[self.image0 + tpi, T_EOI] = self.outside
+        return nxt
+
+    def _categories(self) -> torch.Tensor:
+        lay, cat = self.layout, torch.full((self.width,), T_OTHER, dtype=torch.long)
+        cat[lay.code_lo:lay.code_hi] = T_CODE
+        cat[[lay.boi, lay.eoi, lay.eos]] = torch.tensor([T_BOI, T_EOI, T_EOS])
+        for k, kind in enumerate(_TEXT_KINDS):
+            cat[lay.open_tag[kind]] = T_OPEN0 + k
+            cat[lay.close_tag[kind]] = T_CLOSE0 + k
+        return cat
+
+    # ------------------------------------------------------------ state
+    def start(self, batch: int, max_new_tokens: int | torch.Tensor) -> ConstraintState:
+        """State before the first completion token; ``max_new_tokens`` is an int or a ``[batch]`` tensor."""
+        node = torch.full((batch,), self.outside, dtype=torch.long, device=self.device)
+        left = torch.as_tensor(max_new_tokens, dtype=torch.long, device=self.device).expand(batch).clone()
+        return ConstraintState(node, left)
+
+    def classes(self, s: ConstraintState) -> torch.Tensor:
+        """Allowed-set class of each row (``[B]`` long, an index into :attr:`table`)."""
+        return self.cls_of[s.node, s.left.clamp(0, self.layout.tokens_per_image + 3)]
+
+    def allowed(self, s: ConstraintState) -> torch.Tensor:
+        """``[B, V]`` bool: the tokens each row may emit next."""
+        return self.table[self.classes(s)]
+
+    def forced(self, s: ConstraintState) -> torch.Tensor:
+        """``[B]`` bool: exactly one token is allowed (padding after ``<eos>`` counts as forced)."""
+        return self.n_allowed[self.classes(s)] == 1
+
+    def in_image(self, s: ConstraintState) -> torch.Tensor:
+        """``[B]`` bool: the next token is an image code (where guidance applies)."""
+        return self.is_code_node[s.node]
+
+    def advance(self, s: ConstraintState, tokens: torch.Tensor) -> ConstraintState:
+        """State after each row emits ``tokens`` (``[B]`` long), assumed allowed."""
+        return ConstraintState(self.next_of[s.node, self.category[tokens]], s.left - 1)
+
+    def done(self, s: ConstraintState) -> torch.Tensor:
+        """``[B]`` bool: ``<eos>`` was emitted."""
+        return s.node == self.done_node
+
+    def trace(self, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Replay completions ``ids`` (``[B, T]`` long): the class before each token, ``[B, T]`` long.
+
+        ``self.table[classes]`` are the allowed masks and ``self.n_allowed[classes] == 1`` the forced ones.
+        """
+        ids = ids.to(self.device)
+        s, out = self.start(ids.shape[0], max_new_tokens), []
+        for t in range(ids.shape[1]):
+            out.append(self.classes(s))
+            s = self.advance(s, ids[:, t])
+        return torch.stack(out, 1) if out else ids.new_zeros(ids.shape)
+
+
+# ---------------------------------------------------------------------------- sampling
+def sample_tokens(scores: torch.Tensor, allowed: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick one token per row from float ``scores`` ``[B, V]`` among ``allowed`` ``[B, V]``; returns ``[B]``.
+
+    Greedy when ``temperature == 0``; else softmax(scores / temperature) cut to the ``top_k``
+    best (0: all) and the smallest set of mass ``top_p``, sampled with ``generator``.
+    A row whose pick is not allowed (NaN or -inf scores) falls back to its first allowed token.
+    """
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if temperature == 0:
+        tok = scores.argmax(-1)
+    else:  # argmax(scores - log(Exp(1) noise)) is a draw from softmax(scores)
+        scores = scores if temperature == 1 else scores / temperature
+        scores = _filter_top_p(_filter_top_k(scores, top_k), top_p)
+        noise = torch.empty_like(scores).exponential_(generator=generator)
+        tok = (scores - noise.log()).argmax(-1)
+    ok = allowed.gather(1, tok[:, None])[:, 0]
+    return torch.where(ok, tok, allowed.to(torch.uint8).argmax(-1))
+
+
+def _filter_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
+    if top_k <= 0 or top_k >= scores.shape[-1]:
+        return scores
+    kth = scores.topk(top_k, dim=-1).values[:, -1:]
+    return scores.masked_fill(scores < kth, float("-inf"))
+
+
+def _filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    if top_p >= 1.0:
+        return scores
+    sorted_scores, order = scores.sort(-1, descending=True)
+    probs = sorted_scores.softmax(-1)
+    drop_sorted = probs.cumsum(-1) - probs > top_p          # mass before this token already exceeds top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return scores.masked_fill(drop, float("-inf"))
+
+
+# ---------------------------------------------------------------------------- the model side
+def _forward_params(model: Any) -> tuple[str, bool]:
+    """The forward argument that takes the KV cache, and whether forward takes ``cache_position``.
+
+    transformers 5.17 takes ``past_key_values`` and ``cache_position``; later 5.x take ``cache``
+    and derive positions in the cache from the cache itself.
+    """
+    params = inspect.signature(model.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "cache_position" in params
+
+
+class _Decoder:
+    """Runs the model over one KV cache: ``prefill`` the prompts, then ``step`` one token at a time.
+
+    ``cache="dynamic"`` uses ``DynamicCache``; ``"static"`` preallocates a ``StaticCache`` of
+    ``max_len`` positions (the shape a compiled step needs). Both return float32 logits ``[N, V]``.
+    """
+
+    def __init__(self, model: Any, max_len: int, cache: str = "dynamic") -> None:
+        self.model, self.seen = model, 0
+        self.key, self.wants_cache_position = _forward_params(model)
+        if cache == "dynamic":
+            self.cache = DynamicCache(config=model.config)
+        elif cache == "static":
+            self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        else:
+            raise ValueError(f"cache: must be 'dynamic' or 'static', got {cache!r}")
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        extra: dict[str, Any] = {self.key: self.cache}
+        if self.wants_cache_position:  # slots written in the cache (the same for every row)
+            extra["cache_position"] = torch.arange(self.seen, self.seen + ids.shape[1], device=ids.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **extra)
+        self.seen += ids.shape[1]
+        return out.logits[:, -1, :].float()
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits after the whole (left-padded) prompts ``ids`` ``[N, L]``."""
+        return self._forward(ids, mask, pos)
+
+    def step(self, tokens: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits after one more token per row (``tokens`` ``[N]``, ``pos`` ``[N]``, ``mask`` ``[N, L+t]``)."""
+        return self._forward(tokens[:, None], mask, pos[:, None])
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Left-padded ids ``[N, L]``, attention mask ``[N, L]`` and position ids ``[N, L]``."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    pos = (mask.cumsum(1) - 1).clamp_min(0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+@dataclass
+class _Options:
+    """The decoding settings of one ``generate`` call, checked."""
+
+    max_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    cfg_scale: float
+    cache: str
+
+
+def _guided(logits: torch.Tensor, rows: int, scale: float, in_image: torch.Tensor) -> torch.Tensor:
+    """Cond logits, with ``uncond + scale * (cond - uncond)`` on rows inside an image span."""
+    if logits.shape[0] == rows:
+        return logits
+    cond, uncond = logits[:rows], logits[rows:]
+    return torch.where(in_image[:, None], uncond + scale * (cond - uncond), cond)
+
+
+def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: list[list[int]] | None,
+               opt: _Options, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one chunk: completion ids ``[B, T]`` (pad after ``<eos>``) and forced flags ``[B, T]``."""
+    rows = len(prompts)
+    ids, mask, pos = _left_pad(prompts + (uncond or []), layout.pad, device)
+    full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], opt.max_new_tokens)], 1)
+    dec = _Decoder(model, ids.shape[1] + opt.max_new_tokens, opt.cache)
+    logits = dec.prefill(ids, mask, pos)
+    con = LayoutConstraint(layout, logits.shape[-1], device)
+    state, pos = con.start(rows, opt.max_new_tokens), pos[:, -1]
+    out_ids, out_forced = [], []
+    for t in range(opt.max_new_tokens):
+        cls = con.classes(state)
+        allowed, forced = con.table[cls], con.n_allowed[cls] == 1
+        scores = _guided(logits, rows, opt.cfg_scale, con.in_image(state))
+        tok = sample_tokens(scores, allowed, temperature=opt.temperature, top_k=opt.top_k, top_p=opt.top_p,
+                            generator=gen)
+        out_ids.append(tok)
+        out_forced.append(forced)
+        state = con.advance(state, tok)
+        if t + 1 == opt.max_new_tokens or ((t + 1) % _CHECK_EVERY == 0 and bool(con.done(state).all())):
+            break  # checking only every few steps lets the host queue steps ahead of the device
+        pos = pos + 1
+        feed = tok if logits.shape[0] == rows else torch.cat([tok, tok])
+        logits = dec.step(feed, full_mask[:, :ids.shape[1] + t + 1], pos)
+    return torch.stack(out_ids, 1), torch.stack(out_forced, 1)
+
+
+# ---------------------------------------------------------------------------- validation
+def _check_ids(name: str, seqs: Any, width: int | None) -> list[list[int]]:
+    """``seqs`` as lists of ints in ``0..width-1``; ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(seqs, (list, tuple)) or len(seqs) == 0:
+        raise ValueError(f"{name}: need a non-empty list of token-id lists")
+    out = []
+    for i, p in enumerate(seqs):
+        if isinstance(p, (torch.Tensor, np.ndarray)):
+            p = p.tolist()
+        if isinstance(p, (str, bytes)) or not isinstance(p, (list, tuple)) or len(p) == 0:
+            raise ValueError(f"{name}[{i}]: must be a non-empty list of token ids, got {type(p).__name__}")
+        if not all(_is_int(t) for t in p):
+            raise ValueError(f"{name}[{i}]: token ids must be ints")
+        if min(p) < 0 or (width is not None and max(p) >= width):
+            raise ValueError(f"{name}[{i}]: token ids must be in 0..{(width or 0) - 1}")
+        out.append([int(t) for t in p])
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_numbers(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, batch_size: Any) -> None:
+    if not _is_int(max_new_tokens) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens: must be an int >= 1, got {max_new_tokens!r}")
+    if not temperature >= 0:  # also rejects NaN
+        raise ValueError(f"temperature: must be >= 0, got {temperature!r}")
+    if not _is_int(top_k) or top_k < 0:
+        raise ValueError(f"top_k: must be an int >= 0, got {top_k!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p: must be in (0, 1], got {top_p!r}")
+    if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        raise ValueError(f"batch_size: must be None or an int >= 1, got {batch_size!r}")
+
+
+def _check_uncond(uncond_prompts: Any, n_prompts: int, cfg_scale: float, width: int | None) -> list | None:
+    if cfg_scale != 1.0 and uncond_prompts is None:
+        raise ValueError("uncond_prompts: cfg_scale != 1 needs uncond_prompts (one per prompt)")
+    if uncond_prompts is None:
+        return None
+    us = _check_ids("uncond_prompts", uncond_prompts, width)
+    if len(us) != n_prompts:
+        raise ValueError(f"uncond_prompts: need one per prompt ({n_prompts}), got {len(us)}")
+    return us
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def _to_generation(layout: Layout, prompt: list[int], ids: list[int], forced: list[bool], codec: Any) -> Generation:
+    n = ids.index(layout.eos) + 1 if layout.eos in ids else len(ids)
+    parsed = layout.parse(ids[:n])
+    images = [] if codec is None else [np.asarray(codec.decode(np.asarray(s.codes, dtype=np.int64)))
+                                       for s in parsed.segments if s.kind == "G"]
+    return Generation(prompt, ids[:n], forced[:n], parsed, images)
+
+
+# ---------------------------------------------------------------------------- the entry point
+def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, cfg_scale: float = 1.0,
+             uncond_prompts: Sequence[Sequence[int]] | None = None, seed: int = 0, batch_size: int | None = None,
+             codec: Any = None, cache: str = "dynamic") -> list[Generation]:
+    """Constrained completions of ``prompts`` (token-id lists), one :class:`Generation` each, in order.
+
+    ``model`` is a transformers causal LM; the loop runs on its device, in ``torch.inference_mode``
+    and eval mode (restored afterwards). Completions end with ``<eos>`` within ``max_new_tokens``
+    and always parse. ``temperature=0`` is greedy; sampling uses a ``torch.Generator`` seeded with
+    ``seed``. ``batch_size`` splits the prompts into chunks of at most that many. With
+    ``cfg_scale != 1`` and ``uncond_prompts``, image codes use classifier-free guidance. ``codec``
+    (anything with ``decode(codes) -> image``) fills ``Generation.images``. ``cache`` is
+    ``"dynamic"`` (default) or ``"static"``.
+    """
+    width = getattr(getattr(model, "config", None), "vocab_size", None)
+    ps = _check_ids("prompts", prompts, width)
+    _check_numbers(max_new_tokens, temperature, top_k, top_p, batch_size)
+    us = _check_uncond(uncond_prompts, len(ps), cfg_scale, width)
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"cache: must be 'dynamic' or 'static', got {cache!r}")
+    if cfg_scale == 1.0:
+        us = None  # guidance at scale 1 is the cond logits: skip the doubled batch
+    opt = _Options(int(max_new_tokens), float(temperature), int(top_k), float(top_p), float(cfg_scale), cache)
+    device = _model_device(model)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    step = batch_size or len(ps)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        results: list[Generation] = []
+        with torch.inference_mode():
+            for a in range(0, len(ps), step):
+                chunk_u = us[a:a + step] if us is not None else None
+                ids, forced = _run_chunk(model, layout, ps[a:a + step], chunk_u, opt, gen, device)
+                for p, row, frow in zip(ps[a:a + step], ids.tolist(), forced.tolist()):
+                    results.append(_to_generation(layout, p, row, frow, codec))
+        return results
+    finally:
+        model.train(was_training)

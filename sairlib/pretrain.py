@@ -1,0 +1,189 @@
+"""Pretraining data of the base unified model: world tasks as token sequences, by a task mix.
+
+The mix (weights, normalised) is over six kinds of example:
+
+- ``t2i``          request -> target image (one pass);
+- ``edit``         request + input image -> edited image (all KRIS-style edits, knowledge only
+                   from the facts the base model is allowed to know);
+- ``compose``      request + input images -> composed image;
+- ``single_edit``  one explicit single-object step (a plan step) + current image -> next image;
+- ``describe``     image -> its scene description (understanding);
+- ``evaluate``     request + candidate image -> the Analyzer's evaluation text (understanding;
+                   loss only on the text, never on a wrong image).
+
+Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
+
+    examples = pretrain_examples(layout, codec, analyzer, n=20000, mix=MIX, seed=0)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .interfaces import X2IInput
+from .sequence import Layout, Segment
+from .world import facts
+from .world.analyzer import WorldAnalyzer
+from .world.corpus import perturbations
+from .world.grammar import say_op, say_scene
+from .world.ops import Draw, apply
+from .world.render import render
+from .world.scene import Scene
+from .world.tasks import WorldConfig, make_tasks
+
+KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate")
+IGNORE = -100
+
+
+def check_mix(mix: dict[str, float]) -> dict[str, float]:
+    """Validate and normalise a task mix; unknown kinds and non-positive totals are errors."""
+    unknown = set(mix) - set(KINDS)
+    if unknown:
+        raise ValueError(f"mix.{sorted(unknown)[0]}: unknown kind (known: {', '.join(KINDS)})")
+    for k, v in mix.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"mix.{k}: must be a non-negative number, got {v!r}")
+    total = float(sum(mix.values()))
+    if total <= 0:
+        raise ValueError("mix: weights sum to zero")
+    return {k: float(mix.get(k, 0)) / total for k in KINDS}
+
+
+def allowed_for_base(t: X2IInput) -> bool:
+    """The base model never sees held-out facts (so 'lacks knowledge' happens for real)."""
+    return not set(t.meta.get("facts", [])) & facts.HELD_OUT
+
+
+def start_scene(t: X2IInput) -> Scene:
+    """The canvas a plan for ``t`` starts from: the input image for edits and scene composition."""
+    inputs = [Scene.from_dict(d) for d in t.meta.get("inputs", [])]
+    fam = t.meta.get("family")
+    if fam == "edit" or (fam == "compose" and inputs and len(inputs[0].objects) != 1):
+        return inputs[0]
+    return Scene((), t.target.target.grid)
+
+
+class _Encoder:
+    """Encodes scenes to codes once (scenes repeat a lot across examples)."""
+
+    def __init__(self, codec: Any, image_size: int):
+        self.codec, self.size, self.cache = codec, image_size, {}
+
+    def scene(self, s: Scene) -> list[int]:
+        key = s.to_json()
+        if key not in self.cache:
+            self.cache[key] = self.codec.encode(render(s, self.size)).tolist()
+        return self.cache[key]
+
+    def image(self, im: np.ndarray) -> list[int]:
+        return self.codec.encode(im).tolist()
+
+
+def _example(layout: Layout, prompt: list[int], completion: list[int], kind: str, complexity: int,
+             masked_prefix: int = 0) -> dict[str, Any]:
+    labels = [IGNORE] * (len(prompt) + masked_prefix) + completion[masked_prefix:]
+    return {"input_ids": prompt + completion, "labels": labels, "kind": kind, "complexity": int(complexity)}
+
+
+CHUNK = 2048  # examples per independently seeded chunk: results do not depend on the worker count
+
+
+def pretrain_examples(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dict[str, float],
+                      seed: int, cfg: WorldConfig = WorldConfig(), workers: int = 1) -> list[dict[str, Any]]:
+    """``n`` training examples drawn by the mix from training-split tasks.
+
+    Built in chunks of ``CHUNK`` examples, each seeded from (seed, chunk index), on ``workers``
+    processes; the result is the same for any number of workers.
+    """
+    check_mix(mix)
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"n: must be a non-negative integer, got {n!r}")
+    jobs = [(layout, codec, analyzer, min(CHUNK, n - i * CHUNK), mix, seed * 100_003 + i, cfg)
+            for i in range((n + CHUNK - 1) // CHUNK)]
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            parts = pool.starmap(_chunk, jobs)
+    else:
+        parts = [_chunk(*j) for j in jobs]
+    out = [e for p in parts for e in p]
+    order = np.random.default_rng(seed).permutation(len(out))
+    return [out[i] for i in order]
+
+
+def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dict[str, float], seed: int,
+           cfg: WorldConfig) -> list[dict[str, Any]]:
+    weights = check_mix(mix)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [weights[k] for k in KINDS])
+    enc = _Encoder(codec, cfg.image_size)
+    out: list[dict[str, Any]] = []
+    need = dict(zip(KINDS, (int(c) for c in counts)))
+    pools = {fam: _task_stream(fam, seed + i, cfg, need[fam]) for i, fam in enumerate(("t2i", "edit", "compose"))}
+    mixed = _task_stream(None, seed + 7, cfg, need["single_edit"] + need["describe"] + need["evaluate"])
+    for kind, k in zip(KINDS, counts):
+        for _ in range(int(k)):
+            if kind in pools:
+                t = next(pools[kind])
+                prompt = layout.prompt(t.instruction, [enc.image(im) for im in t.images])
+                comp = layout.segments([Segment("G", codes=enc.scene(t.target.target))])
+                out.append(_example(layout, prompt, comp, kind, t.complexity))
+            elif kind == "single_edit":
+                out.append(_single_edit(layout, enc, analyzer, next(mixed), rng))
+            elif kind == "describe":
+                t = next(mixed)
+                scenes = [Scene.from_dict(d) for d in t.meta["inputs"]] + [t.target.target]
+                s = scenes[int(rng.integers(len(scenes)))]
+                prompt = layout.prompt("", [enc.scene(s)])
+                out.append(_example(layout, prompt, layout.segments([Segment("D", text=say_scene(s))]), kind,
+                                    len(s.objects)))
+            else:
+                out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size))
+    return out
+
+
+def _task_stream(family: str | None, seed: int, cfg: WorldConfig, n: int) -> Iterator[X2IInput]:
+    """Training tasks the base model may see, generated in chunks about the size needed."""
+    s = seed * 1000
+    chunk = max(8, min(4096, int(n * 1.15) + 8))
+    while True:
+        for t in make_tasks(chunk, "train", s, family=family, cfg=cfg, distinct=False):
+            if allowed_for_base(t):
+                yield t
+        s += 1
+
+
+def _single_edit(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    """One plan step of a task, as a request of its own: step text + current image -> next image."""
+    inputs = [Scene.from_dict(d) for d in t.meta["inputs"]]
+    steps = analyzer.plan(t)
+    scene = start_scene(t)
+    i = int(rng.integers(len(steps))) if steps else 0
+    for op in steps[:i]:
+        scene = apply(scene, op, inputs)
+    if not steps:
+        return _example(layout, layout.prompt(t.instruction, [enc.scene(s) for s in inputs]),
+                        layout.segments([Segment("G", codes=enc.scene(t.target.target))]), "single_edit", 1)
+    op = steps[i]
+    nxt = apply(scene, op, inputs)
+    images = [] if isinstance(op, Draw) else [enc.scene(scene)]
+    images += [enc.scene(s) for s in inputs if len(s.objects) == 1 and t.meta["family"] == "compose"]
+    prompt = layout.prompt(say_op(op), images)
+    return _example(layout, prompt, layout.segments([Segment("G", codes=enc.scene(nxt))]), "single_edit", 1)
+
+
+def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput, rng: np.random.Generator,
+              image_size: int) -> dict[str, Any]:
+    kinds = perturbations(t, rng, image_size)
+    kind, img = kinds[int(rng.integers(len(kinds)))] if rng.random() < 0.7 else kinds[0]
+    codes = enc.image(img)
+    seen = enc.codec.decode(np.asarray(codes))  # judge what the model will actually see
+    a = analyzer.assess(t, seen)
+    text = analyzer.evaluation_text(a, "done" if a.passed else "reflect")
+    prompt = layout.prompt(t.instruction, [enc.image(im) for im in t.images])
+    image = layout.segment(Segment("G", codes=codes))
+    comp = image + layout.segments([Segment("E", text=text)])
+    return _example(layout, prompt, comp, "evaluate", t.complexity, masked_prefix=len(image))

@@ -1,0 +1,369 @@
+"""Constrained generation: well-formed completions whatever the weights, forced flags, padding, CFG, inputs."""
+from __future__ import annotations
+
+import copy
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sairlib.generation import LayoutConstraint, generate, sample_tokens
+from sairlib.sequence import Layout
+from sairlib.tokenizers import build_tokenizer
+from sairlib.world import make_tasks
+from sairlib.world.grammar import vocabulary
+
+TPI = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models decode ~10x faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def layout() -> Layout:
+    return Layout.from_tokenizer(build_tokenizer(vocabulary(), n_image_codes=64), tokens_per_image=TPI)
+
+
+def tiny_model(layout: Layout, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(layout.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                      pad_token_id=layout.pad, bos_token_id=layout.bos, eos_token_id=layout.eos)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def biased(model: LlamaForCausalLM, ids, value: float = 30.0) -> LlamaForCausalLM:
+    """A copy of ``model`` whose lm_head adds ``value`` to the logits of ``ids``."""
+    m = copy.deepcopy(model)
+    old = m.lm_head
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[list(ids)] = value
+    m.lm_head = head
+    return m
+
+
+@pytest.fixture(scope="module")
+def model(layout):
+    return tiny_model(layout)
+
+
+@pytest.fixture(scope="module")
+def prompts(layout) -> list[list[int]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for fam in ("t2i", "edit", "compose"):
+        for x in make_tasks(4, "train", seed=1, family=fam):
+            codes = [rng.integers(0, layout.n_codes, TPI) for _ in x.images]
+            out.append(layout.prompt(x.instruction, codes))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stress_models(layout, model):
+    """Models whose logits strongly prefer one kind of token, to push the constraint."""
+    codes = range(layout.code_lo, layout.code_hi)
+    words = range(layout.code_hi, len(layout.tokenizer))
+    return {
+        "random": model,
+        "codes": biased(model, codes),
+        "eos": biased(model, [layout.eos]),
+        "boi": biased(model, [layout.boi]),
+        "open": biased(model, layout.open_tag.values()),
+        "words": biased(model, words),
+        "forbidden": biased(model, [layout.pad, layout.bos, layout.user, layout.assistant, 1]),
+    }
+
+
+# ----------------------------------------------------------------------------- an independent oracle
+def reference_allowed(layout: Layout, done: list[int], budget: int) -> set[int]:
+    """Allowed next tokens after completion prefix ``done``, rebuilt in plain Python."""
+    left = budget - len(done)
+    mode, count = "out", 0
+    opens = {v: k for k, v in layout.open_tag.items()}
+    for t in done:
+        if mode == "out":
+            mode, count = ("img", 0) if t == layout.boi else ("eos", 0) if t == layout.eos else \
+                (opens[t], 0) if t in opens else ("out", 0)
+        elif mode == "img":
+            mode, count = ("out", 0) if t == layout.eoi else ("img", count + 1)
+        elif mode != "eos" and t == layout.close_tag[mode]:
+            mode = "out"
+    if mode == "eos":
+        return {layout.pad}
+    if mode == "img":
+        return set(range(layout.code_lo, layout.code_hi)) if count < TPI else {layout.eoi}
+    if mode == "out":
+        ok = {layout.eos}
+        if left >= 3:
+            ok |= set(layout.open_tag.values())
+        if left >= TPI + 3:
+            ok.add(layout.boi)
+        return ok
+    if left <= 2:
+        return {layout.close_tag[mode]}
+    return set(range(layout.code_hi, len(layout.tokenizer))) | {layout.close_tag[mode]}
+
+
+def assert_well_formed(layout: Layout, g, budget: int) -> None:
+    assert g.parsed.ok, g.parsed.error
+    assert g.parsed.ended and g.ids[-1] == layout.eos and g.ids.count(layout.eos) == 1
+    assert 1 <= len(g.ids) <= budget and len(g.forced) == len(g.ids)
+    assert all(len(s.codes) == TPI for s in g.parsed.segments if s.kind == "G")
+    for i, t in enumerate(g.ids):
+        allowed = reference_allowed(layout, g.ids[:i], budget)
+        assert t in allowed, (i, t, allowed)
+        assert g.forced[i] == (len(allowed) == 1), (i, t, g.forced[i], len(allowed))
+
+
+# ----------------------------------------------------------------------------- well formed, always
+@settings(max_examples=25)
+@given(budget=st.integers(1, 60), seed=st.integers(0, 2**31 - 1), start=st.integers(0, 11),
+       n=st.integers(1, 4), temperature=st.sampled_from([1.0, 1.5, 0.0]))
+def test_random_model_completions_are_well_formed(layout, model, prompts, budget, seed, start, n, temperature):
+    batch = [prompts[(start + i) % len(prompts)] for i in range(n)]
+    for g, p in zip(generate(model, layout, batch, budget, temperature=temperature, seed=seed), batch):
+        assert g.prompt == p
+        assert_well_formed(layout, g, budget)
+
+
+@pytest.mark.parametrize("kind", ["random", "codes", "eos", "boi", "open", "words", "forbidden"])
+def test_stressed_models_stay_well_formed(layout, prompts, stress_models, kind):
+    m = stress_models[kind]
+    budgets = list(range(1, 26, 3)) + [TPI + 1, TPI + 2, TPI + 3, TPI + 4, TPI + 5, 2 * TPI + 6, 50]
+    for i, budget in enumerate(budgets):
+        outs = generate(m, layout, prompts[i % 6::3], budget, temperature=1.0, seed=i)
+        for g in outs:
+            assert_well_formed(layout, g, budget)
+        if kind == "eos":
+            assert all(g.ids == [layout.eos] for g in outs)
+
+
+def test_image_preferring_model_fills_budget_exactly(layout, stress_models, prompts):
+    boi = stress_models["boi"]
+    for budget, n_images in [(TPI + 2, 0), (TPI + 3, 1), (2 * TPI + 4, 1), (2 * TPI + 5, 2)]:
+        for g in generate(boi, layout, prompts[:3], budget, seed=1):
+            assert sum(s.kind == "G" for s in g.parsed.segments) == n_images
+
+
+# ----------------------------------------------------------------------------- forced tokens
+def test_forced_marks_eoi_and_budget_tokens(layout, stress_models, prompts):
+    g = generate(stress_models["boi"], layout, prompts[:1], TPI + 3, seed=0)[0]
+    assert g.ids[0] == layout.boi and g.ids[-2:] == [layout.eoi, layout.eos]
+    assert g.forced == [False] * (TPI + 1) + [True, True]  # <boi> and codes free; <eoi>, <eos> forced
+
+    g = generate(stress_models["open"], layout, prompts[:1], 3, seed=0)[0]
+    assert g.ids[0] in layout.open_tag.values()
+    kind = next(k for k, v in layout.open_tag.items() if v == g.ids[0])
+    assert g.ids[1:] == [layout.close_tag[kind], layout.eos]
+    assert g.forced == [False, True, True]  # with 2 left the close tag is forced, with 1 the <eos>
+
+    g = generate(stress_models["random"], layout, prompts[:1], 1)[0]
+    assert g.ids == [layout.eos] and g.forced == [True]
+
+
+def test_trace_replays_forced_flags(layout, model, prompts):
+    outs = generate(model, layout, prompts[:4], 30, seed=3)
+    con = LayoutConstraint(layout, model.config.vocab_size)
+    width = max(len(g.ids) for g in outs)
+    ids = torch.tensor([g.ids + [layout.pad] * (width - len(g.ids)) for g in outs])
+    forced = (con.n_allowed[con.trace(ids, 30)] == 1).tolist()
+    for g, f in zip(outs, forced):
+        assert f[:len(g.ids)] == g.forced
+
+
+# ----------------------------------------------------------------------------- decoding correctness
+def test_left_padding_does_not_change_greedy_outputs(layout, model, prompts):
+    lens = sorted({len(p) for p in prompts})
+    assert lens[0] < lens[-1]
+    batch = generate(model, layout, prompts, 40, temperature=0)
+    for p, g in zip(prompts, batch):
+        assert generate(model, layout, [p], 40, temperature=0)[0].ids == g.ids
+
+
+def test_batch_size_and_static_cache_match(layout, model, prompts):
+    ref = [g.ids for g in generate(model, layout, prompts, 30, temperature=0)]
+    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, batch_size=5)] == ref
+    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="static")] == ref
+
+
+def test_seed_determinism(layout, model, prompts):
+    a = [g.ids for g in generate(model, layout, prompts, 40, seed=7)]
+    assert a == [g.ids for g in generate(model, layout, prompts, 40, seed=7)]
+    assert a != [g.ids for g in generate(model, layout, prompts, 40, seed=8)]
+
+
+def full_logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+def masked_argmax(layout, logits: torch.Tensor, done: list[int], budget: int) -> int:
+    allowed = torch.zeros_like(logits, dtype=torch.bool)
+    allowed[list(reference_allowed(layout, done, budget))] = True
+    return int(logits.masked_fill(~allowed, float("-inf")).argmax())
+
+
+def test_greedy_equals_full_recomputation(layout, stress_models, prompts):
+    m = stress_models["random"]
+    batch = [prompts[0], prompts[5], prompts[9]]
+    for p, g in zip(batch, generate(m, layout, batch, 25, temperature=0)):
+        for i, t in enumerate(g.ids):
+            assert t == masked_argmax(layout, full_logits(m, p + g.ids[:i]), g.ids[:i], 25), i
+
+
+def test_cfg_equals_full_recomputation(layout, stress_models, prompts):
+    m = stress_models["boi"]  # starts an image at once, so guidance applies
+    batch = [prompts[0], prompts[7]]
+    uncond = [layout.prompt(".", []), layout.prompt(".", [])]
+    scale, budget = 3.0, TPI + 5
+    outs = generate(m, layout, batch, budget, temperature=0, cfg_scale=scale, uncond_prompts=uncond)
+    for p, u, g in zip(batch, uncond, outs):
+        assert_well_formed(layout, g, budget)
+        for i, t in enumerate(g.ids):
+            cond = full_logits(m, p + g.ids[:i])
+            if 1 <= i <= TPI and g.ids[0] == layout.boi:
+                unc = full_logits(m, u + g.ids[:i])
+                cond = unc + scale * (cond - unc)
+            assert t == masked_argmax(layout, cond, g.ids[:i], budget), i
+    plain = generate(m, layout, batch, budget, temperature=0)
+    assert [g.ids for g in plain] != [g.ids for g in outs]
+
+
+def test_cfg_scale_one_is_plain_and_scale_three_is_well_formed(layout, stress_models, prompts):
+    m, batch = stress_models["codes"], prompts[:6]
+    uncond = [layout.prompt("draw", []) for _ in batch]
+    plain = generate(m, layout, batch, 45, seed=2)
+    same = generate(m, layout, batch, 45, seed=2, cfg_scale=1.0, uncond_prompts=uncond)
+    assert [g.ids for g in plain] == [g.ids for g in same]
+    for g in generate(m, layout, batch, 45, seed=2, cfg_scale=3.0, uncond_prompts=uncond):
+        assert_well_formed(layout, g, 45)
+
+
+# ----------------------------------------------------------------------------- sampling, codec, mode
+def test_sample_tokens_filters(layout):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 10, generator=g)
+    allowed = torch.rand(64, 10, generator=g) > 0.5
+    allowed[:, 3] = True
+    greedy = sample_tokens(scores, allowed, temperature=0)
+    assert allowed.gather(1, greedy[:, None]).all()
+    assert torch.equal(sample_tokens(scores, allowed, top_k=1, generator=g), greedy)
+    assert torch.equal(sample_tokens(scores, allowed, top_p=1e-6, generator=g), greedy)
+    drawn = sample_tokens(scores, allowed, temperature=2.0, generator=g)
+    assert allowed.gather(1, drawn[:, None]).all()
+    nan = torch.full_like(scores, float("-inf"))
+    assert torch.equal(sample_tokens(nan, allowed, generator=g), allowed.to(torch.uint8).argmax(-1))
+
+
+class FakeCodec:
+    def decode(self, codes):
+        codes = np.asarray(codes)
+        assert codes.shape == (TPI,)
+        return np.full((4, 4, 3), codes[0], dtype=np.uint8)
+
+
+def test_codec_decodes_each_image(layout, stress_models, prompts):
+    for g in generate(stress_models["boi"], layout, prompts[:3], 2 * TPI + 8, codec=FakeCodec()):
+        gs = [s for s in g.parsed.segments if s.kind == "G"]
+        assert len(g.images) == len(gs) == 2
+        assert all(im.dtype == np.uint8 and im[0, 0, 0] == s.codes[0] for im, s in zip(g.images, gs))
+    assert generate(stress_models["boi"], layout, prompts[:1], TPI + 3)[0].images == []
+
+
+def test_training_mode_is_restored(layout, prompts):
+    m = tiny_model(layout).train()
+    generate(m, layout, prompts[:1], 3)
+    assert m.training
+
+
+# ----------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(prompts=[]), "prompts"),
+    (dict(prompts="draw a circle"), "prompts"),
+    (dict(prompts=["draw"]), "prompts"),
+    (dict(prompts=[[2, 6, 1.5]]), "prompts"),
+    (dict(prompts=[[]]), "prompts"),
+    (dict(prompts=[[2, 10_000]]), "prompts"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=2.5), "max_new_tokens"),
+    (dict(cfg_scale=2.0), "cfg_scale"),
+    (dict(cfg_scale=2.0, uncond_prompts=[[2, 7]] * 3), "uncond_prompts"),
+    (dict(uncond_prompts=[["x"]]), "uncond_prompts"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(top_k=-1), "top_k"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(cache="paged"), "cache"),
+])
+def test_bad_inputs_name_the_argument(layout, model, kwargs, name):
+    args = dict(prompts=[layout.prompt("draw a circle .", [])], max_new_tokens=5)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=name):
+        generate(model, layout, args.pop("prompts"), args.pop("max_new_tokens"), **args)
+
+
+def test_position_ids_count_from_each_prompt_start(layout, prompts):
+    m, seen = tiny_model(layout), []
+    hook = m.model.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["position_ids"].clone()),
+                                             with_kwargs=True)
+    try:
+        batch = [prompts[0], prompts[-1]]
+        generate(m, layout, batch, 4, temperature=0)
+    finally:
+        hook.remove()
+    width = max(len(p) for p in batch)
+    for row, p in enumerate(batch):
+        assert seen[0][row, width - len(p):].tolist() == list(range(len(p)))
+        assert [int(s[row, 0]) for s in seen[1:]] == list(range(len(p), len(p) + len(seen) - 1))
+
+
+class OlderForwardSignature(torch.nn.Module):
+    """A model whose forward takes ``past_key_values`` and ``cache_position`` (as transformers 5.17's does)."""
+
+    def __init__(self, inner: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.inner, self.config, self.cache_positions = inner, inner.config, []
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                cache_position=None, logits_to_keep=0):
+        self.cache_positions.append(cache_position.tolist())
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=use_cache, logits_to_keep=logits_to_keep, **{CACHE_KW: past_key_values})
+
+
+CACHE_KW = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+def test_older_forward_signature_gets_past_key_values_and_cache_position(layout, model, prompts):
+    old = OlderForwardSignature(model)
+    batch = [prompts[0], prompts[-1]]
+    ref = generate(model, layout, batch, 12, temperature=0)
+    got = generate(old, layout, batch, 12, temperature=0)
+    assert [g.ids for g in got] == [g.ids for g in ref]
+    width = max(len(p) for p in batch)
+    assert old.cache_positions[0] == list(range(width))
+    assert old.cache_positions[1:] == [[width + i] for i in range(len(old.cache_positions) - 1)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_bf16_is_well_formed_and_seeded(layout, prompts):
+    m = biased(tiny_model(layout), [layout.boi], 3.0).to("cuda", torch.bfloat16)
+    a = generate(m, layout, prompts, 50, seed=5)
+    assert [g.ids for g in a] == [g.ids for g in generate(m, layout, prompts, 50, seed=5)]
+    for g in a:
+        assert_well_formed(layout, g, 50)
+    for g in generate(m, layout, prompts, 50, temperature=0, cfg_scale=2.0, uncond_prompts=prompts[::-1]):
+        assert_well_formed(layout, g, 50)

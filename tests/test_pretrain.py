@@ -1,0 +1,91 @@
+"""Pretraining data: labels only on answers, the mix is validated, results do not depend on workers."""
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from sairlib.policy import Policy, model_config
+from sairlib.pretrain import IGNORE, check_mix, pretrain_examples
+from sairlib.training import check_hparams, train_lm
+from sairlib.world import WorldAnalyzer, WorldConfig
+from sairlib.world_setup import build_tokenizers
+
+CFG = WorldConfig()
+CODEC, TOK, _ = build_tokenizers(CFG, 16, 1024, 100, 50, 0)
+MIX = {"t2i": 1, "edit": 1, "compose": 1, "single_edit": 1, "describe": 1, "evaluate": 1}
+
+
+def small_policy():
+    return Policy.create(TOK, CODEC, {"hidden": 32, "layers": 1, "heads": 2})
+
+
+def test_labels_cover_answers_only():
+    pol = small_policy()
+    L = pol.layout
+    ex = pretrain_examples(L, CODEC, WorldAnalyzer(), 60, MIX, seed=0, cfg=CFG)
+    assert {e["kind"] for e in ex} == set(MIX)
+    for e in ex:
+        ids, labels = e["input_ids"], e["labels"]
+        assert len(ids) == len(labels)
+        start = ids.index(L.assistant) + 1
+        assert all(l == IGNORE for l in labels[:start])
+        assert labels[-1] == L.eos
+        if e["kind"] == "evaluate":  # the candidate image is context, only the evaluation is learned
+            assert all(l == IGNORE for l in labels[start:start + L.tokens_per_image + 2])
+            assert labels[start + L.tokens_per_image + 2] == L.open_tag["E"]
+        else:
+            assert labels[start:] == ids[start:]
+
+
+def test_same_examples_for_any_worker_count(monkeypatch):
+    import sairlib.pretrain as pt
+
+    monkeypatch.setattr(pt, "CHUNK", 16)
+    pol = small_policy()
+    a = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 40, MIX, seed=3, cfg=CFG, workers=1)
+    b = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 40, MIX, seed=3, cfg=CFG, workers=2)
+    assert a == b
+
+
+def test_held_out_facts_never_reach_the_base_model():
+    from sairlib.world import facts
+
+    pol = small_policy()
+    ex = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 200, {"edit": 1}, seed=1, cfg=CFG)
+    words = {TOK.convert_ids_to_tokens(i) for e in ex for i in e["input_ids"]}
+    assert not words & facts.HELD_OUT
+
+
+def test_bad_mix_and_hparams_and_sizes():
+    with pytest.raises(ValueError, match="mix.video"):
+        check_mix({"video": 1})
+    with pytest.raises(ValueError, match="mix"):
+        check_mix({"t2i": 0})
+    with pytest.raises(ValueError, match="train.lr"):
+        check_hparams({"lr": "fast"})
+    with pytest.raises(ValueError, match="train.epoch"):
+        check_hparams({"epoch": 1})
+    with pytest.raises(ValueError, match="model.heads"):
+        model_config(TOK, {"hidden": 30, "layers": 1, "heads": 4})
+    with pytest.raises(ValueError, match="model.width"):
+        model_config(TOK, {"hidden": 32, "layers": 1, "heads": 4, "width": 3})
+
+
+def test_training_lowers_the_loss_and_the_policy_round_trips(tmp_path):
+    pol = small_policy()
+    ex = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 64, {"t2i": 1}, seed=0, cfg=CFG)
+    hist = train_lm(pol.model, TOK, Dataset.from_list(ex), None,
+                    {"batch_size": 16, "lr": 0.01, "epochs": 3.0, "logging_steps": 1, "save_steps": 1000},
+                    tmp_path / "ckpt", seed=0)
+    losses = [h["loss"] for h in hist if "loss" in h]
+    assert losses[-1] < losses[0] * 0.8
+    pol.save(tmp_path / "base")
+    back = Policy.load(tmp_path / "base")
+    ids = ex[0]["input_ids"]
+    import torch
+
+    x = torch.tensor([ids])
+    pol.model.eval()
+    assert torch.allclose(pol.model(x).logits, back.model(x).logits, atol=1e-5)
+    assert back.layout == pol.layout
+    with pytest.raises(FileNotFoundError, match="no saved policy"):
+        Policy.load(tmp_path / "nothing")
