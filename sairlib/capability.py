@@ -20,15 +20,15 @@ import numpy as np
 from .generation import generate
 from .interfaces import X2IInput
 from .policy import Policy
-from .pretrain import allowed_for_base, start_scene
+from .pretrain import allowed_for_base
 from .world.analyzer import WorldAnalyzer
 from .world.corpus import perturbations
-from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op, say_scene
+from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op
 from .world.ops import Draw, apply
 from .world.render import render
 from .world.scene import Scene
-from .world.spec import TaskSpec, constraints_for_step
-from .world.tasks import WorldConfig, make_tasks
+from .world.spec import constraints_for_step
+from .world.tasks import WorldConfig, make_tasks, start_scene
 
 FACTUAL = ("add", "remove", "recolour", "resize", "count", "move")
 
@@ -128,8 +128,8 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
     L, enc = policy.layout, policy.codec.encode
     # descriptions
     scenes = [t.target.target for t in tasks]
-    prompts = [L.prompt("", [enc(render(s, image_size))]) for s in scenes]
-    gens = generate(policy.model, L, prompts, 160, temperature=0.0, seed=seed, batch_size=batch_size)
+    prompts = [L.prompt("", [enc(render(s, image_size))]) + [L.open_tag["D"]] for s in scenes]
+    gens = generate(policy.model, L, prompts, 160, temperature=0.0, seed=seed, batch_size=batch_size, start_in="D")
     exact = []
     for g, s in zip(gens, scenes):
         texts = [seg.text for seg in g.parsed.segments if seg.kind == "D"]
@@ -144,15 +144,26 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
         img = kinds[int(rng.integers(len(kinds)))][1]
         codes = enc(img)
         seen = policy.codec.decode(codes)
-        cands.append((t, seen, L.prompt(t.instruction, [enc(im) for im in t.images]) + L.image(codes)))
-    gens = generate(policy.model, L, [c[2] for c in cands], 160, temperature=0.0, seed=seed, batch_size=batch_size)
+        cands.append((t, seen, L.prompt(t.instruction, [enc(im) for im in t.images]) + L.image(codes)
+                      + [L.open_tag["E"]]))
+    # Ask for the evaluation: after an image the model may also just end, as generation examples do.
+    gens = generate(policy.model, L, [c[2] for c in cands], 160, temperature=0.0, seed=seed, batch_size=batch_size,
+                    start_in="E")
     truth = analyzer.assess_many([c[0] for c in cands], [c[1] for c in cands])
+    parsed, said_done, samples = [], [], []
     for g, a in zip(gens, truth):
         texts = [seg.text for seg in g.parsed.segments if seg.kind == "E"]
         try:
             ev = parse_evaluation(texts[0]) if texts else None
         except GrammarError:
             ev = None
+        parsed.append(ev is not None)
+        said_done.append(ev is not None and ev.decision == "done")
         verdicts.append(ev is not None and (ev.decision == "done") == a.passed)
+        if len(samples) < 6:
+            samples.append({"model": texts[0] if texts else "", "truth": analyzer.evaluation_text(
+                a, "done" if a.passed else "reflect")})
     d, v = float(np.mean(exact)), float(np.mean(verdicts))
-    return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2}
+    return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2,
+            "evaluate_parsed": float(np.mean(parsed)), "evaluate_said_done": float(np.mean(said_done)),
+            "evaluate_truly_passed": float(np.mean([a.passed for a in truth])), "evaluate_samples": samples}

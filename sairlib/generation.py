@@ -150,9 +150,13 @@ class LayoutConstraint:
         return cat
 
     # ------------------------------------------------------------ state
-    def start(self, batch: int, max_new_tokens: int | torch.Tensor) -> ConstraintState:
-        """State before the first completion token; ``max_new_tokens`` is an int or a ``[batch]`` tensor."""
-        node = torch.full((batch,), self.outside, dtype=torch.long, device=self.device)
+    def start(self, batch: int, max_new_tokens: int | torch.Tensor, start_in: str | None = None) -> ConstraintState:
+        """State before the first completion token; ``max_new_tokens`` is an int or a ``[batch]`` tensor.
+
+        ``start_in`` (a text kind, e.g. ``"E"``): the prompt ends with that segment's open tag, so
+        decoding starts inside it."""
+        first = self.outside if start_in is None else self.text0 + _TEXT_KINDS.index(start_in)
+        node = torch.full((batch,), first, dtype=torch.long, device=self.device)
         left = torch.as_tensor(max_new_tokens, dtype=torch.long, device=self.device).expand(batch).clone()
         return ConstraintState(node, left)
 
@@ -299,6 +303,7 @@ class _Options:
     top_p: float
     cfg_scale: float
     cache: str
+    start_in: str | None = None
 
 
 def _guided(logits: torch.Tensor, rows: int, scale: float, in_image: torch.Tensor) -> torch.Tensor:
@@ -318,7 +323,7 @@ def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: lis
     dec = _Decoder(model, ids.shape[1] + opt.max_new_tokens, opt.cache)
     logits = dec.prefill(ids, mask, pos)
     con = LayoutConstraint(layout, logits.shape[-1], device)
-    state, pos = con.start(rows, opt.max_new_tokens), pos[:, -1]
+    state, pos = con.start(rows, opt.max_new_tokens, opt.start_in), pos[:, -1]
     out_ids, out_forced = [], []
     for t in range(opt.max_new_tokens):
         cls = con.classes(state)
@@ -391,9 +396,11 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _to_generation(layout: Layout, prompt: list[int], ids: list[int], forced: list[bool], codec: Any) -> Generation:
+def _to_generation(layout: Layout, prompt: list[int], ids: list[int], forced: list[bool], codec: Any,
+                   start_in: str | None = None) -> Generation:
     n = ids.index(layout.eos) + 1 if layout.eos in ids else len(ids)
-    parsed = layout.parse(ids[:n])
+    opened = [] if start_in is None else [layout.open_tag[start_in]]  # the open tag ended the prompt
+    parsed = layout.parse(opened + ids[:n])
     images = [] if codec is None else [np.asarray(codec.decode(np.asarray(s.codes, dtype=np.int64)))
                                        for s in parsed.segments if s.kind == "G"]
     return Generation(prompt, ids[:n], forced[:n], parsed, images)
@@ -403,7 +410,7 @@ def _to_generation(layout: Layout, prompt: list[int], ids: list[int], forced: li
 def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, cfg_scale: float = 1.0,
              uncond_prompts: Sequence[Sequence[int]] | None = None, seed: int = 0, batch_size: int | None = None,
-             codec: Any = None, cache: str = "dynamic") -> list[Generation]:
+             codec: Any = None, cache: str = "dynamic", start_in: str | None = None) -> list[Generation]:
     """Constrained completions of ``prompts`` (token-id lists), one :class:`Generation` each, in order.
 
     ``model`` is a transformers causal LM; the loop runs on its device, in ``torch.inference_mode``
@@ -412,7 +419,9 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
     ``seed``. ``batch_size`` splits the prompts into chunks of at most that many. With
     ``cfg_scale != 1`` and ``uncond_prompts``, image codes use classifier-free guidance. ``codec``
     (anything with ``decode(codes) -> image``) fills ``Generation.images``. ``cache`` is
-    ``"dynamic"`` (default) or ``"static"``.
+    ``"dynamic"`` (default) or ``"static"``. ``start_in`` (a text kind): every prompt ends with that
+    segment's open tag and decoding continues inside it (e.g. asking for an evaluation); the
+    parsed segments then include it.
     """
     width = getattr(getattr(model, "config", None), "vocab_size", None)
     ps = _check_ids("prompts", prompts, width)
@@ -422,7 +431,12 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
         raise ValueError(f"cache: must be 'dynamic' or 'static', got {cache!r}")
     if cfg_scale == 1.0:
         us = None  # guidance at scale 1 is the cond logits: skip the doubled batch
-    opt = _Options(int(max_new_tokens), float(temperature), int(top_k), float(top_p), float(cfg_scale), cache)
+    if start_in is not None and start_in not in layout.open_tag:
+        raise ValueError(f"start_in: must be one of {sorted(layout.open_tag)} or None, got {start_in!r}")
+    if start_in is not None and any(not p or p[-1] != layout.open_tag[start_in] for p in ps):
+        raise ValueError(f"start_in: every prompt must end with the {start_in} segment's open tag")
+    opt = _Options(int(max_new_tokens), float(temperature), int(top_k), float(top_p), float(cfg_scale), cache,
+                   start_in)
     device = _model_device(model)
     gen = torch.Generator(device=device).manual_seed(int(seed))
     step = batch_size or len(ps)
@@ -435,7 +449,7 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
                 chunk_u = us[a:a + step] if us is not None else None
                 ids, forced = _run_chunk(model, layout, ps[a:a + step], chunk_u, opt, gen, device)
                 for p, row, frow in zip(ps[a:a + step], ids.tolist(), forced.tolist()):
-                    results.append(_to_generation(layout, p, row, frow, codec))
+                    results.append(_to_generation(layout, p, row, frow, codec, start_in))
         return results
     finally:
         model.train(was_training)

@@ -30,7 +30,7 @@ from .world.grammar import say_op, say_scene
 from .world.ops import Draw, apply
 from .world.render import render
 from .world.scene import Scene
-from .world.tasks import WorldConfig, make_tasks
+from .world.tasks import WorldConfig, make_tasks, start_scene
 
 KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate")
 IGNORE = -100
@@ -53,15 +53,6 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
 def allowed_for_base(t: X2IInput) -> bool:
     """The base model never sees held-out facts (so 'lacks knowledge' happens for real)."""
     return not set(t.meta.get("facts", [])) & facts.HELD_OUT
-
-
-def start_scene(t: X2IInput) -> Scene:
-    """The canvas a plan for ``t`` starts from: the input image for edits and scene composition."""
-    inputs = [Scene.from_dict(d) for d in t.meta.get("inputs", [])]
-    fam = t.meta.get("family")
-    if fam == "edit" or (fam == "compose" and inputs and len(inputs[0].objects) != 1):
-        return inputs[0]
-    return Scene((), t.target.target.grid)
 
 
 class _Encoder:

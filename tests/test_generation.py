@@ -367,3 +367,15 @@ def test_cuda_bf16_is_well_formed_and_seeded(layout, prompts):
         assert_well_formed(layout, g, 50)
     for g in generate(m, layout, prompts, 50, temperature=0, cfg_scale=2.0, uncond_prompts=prompts[::-1]):
         assert_well_formed(layout, g, 50)
+
+
+def test_start_in_continues_an_open_text_segment(layout, model):
+    """A prompt ending with <eval> is continued inside the evaluation, which is closed and parsed."""
+    prompts = [layout.prompt("draw a red circle .", []) + [layout.open_tag["E"]] for _ in range(6)]
+    for g in generate(model, layout, prompts, 12, seed=1, start_in="E"):
+        assert g.parsed.ok and g.parsed.segments and g.parsed.segments[0].kind == "E"
+        assert layout.open_tag["E"] not in g.ids and g.ids[-1] == layout.eos
+    with pytest.raises(ValueError, match="start_in"):
+        generate(model, layout, [layout.prompt("draw a red circle .", [])], 5, start_in="E")
+    with pytest.raises(ValueError, match="start_in"):
+        generate(model, layout, prompts, 5, start_in="G")

@@ -1,5 +1,4 @@
 """Pretraining data: labels only on answers, the mix is validated, results do not depend on workers."""
-import numpy as np
 import pytest
 from datasets import Dataset
 

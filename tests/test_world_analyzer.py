@@ -12,7 +12,8 @@ from sairlib.world.grammar import (parse_evaluation, parse_op, parse_reflection,
 from sairlib.world.ops import apply
 from sairlib.world.palette import COLOURS
 from sairlib.world.scene import Scene
-from sairlib.world.spec import Count, Rel, satisfied
+from sairlib.world.spec import Rel, satisfied
+from sairlib.world.tasks import start_scene
 
 A = WorldAnalyzer()
 PAIRS = [(f, c) for f in FAMILIES for c in FAMILIES[f]]
@@ -51,9 +52,7 @@ def test_texts_parse_back_exactly(x):
 @given(tasks)
 def test_plan_and_fix_reach_the_target(x):
     inputs = [Scene.from_dict(d) for d in x.meta["inputs"]]
-    start = inputs[0] if x.meta["family"] == "edit" else Scene((), 4)
-    if x.meta["family"] == "compose" and inputs and len(inputs[0].objects) != 1:
-        start = inputs[0]
+    start = start_scene(x)
     scene = start
     for op in A.plan(x):
         scene = apply(scene, op, inputs)

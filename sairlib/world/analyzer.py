@@ -26,10 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..interfaces import DIMENSIONS, Assessment, X2IInput
-from .grammar import (Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
+from .grammar import (Evaluation, GrammarError, Reflection, parse_evaluation, parse_op,
                       parse_reflection, say_error, say_evaluation, say_op, say_reflection)
-from .ops import (Add, Cell, Draw, Move, Op, OpError, Place, Recolour, Redraw, Remove, Resize, SetCount, apply,
-                  Colour)
+from .ops import Add, Cell, Colour, Draw, ImageRef, Move, Op, OpError, Place, Recolour, Redraw, Remove, Resize, apply
 from .perceive import Percept, perceive
 from .scene import Obj, Scene
 from .spec import (AtError, ChangedError, Check, CountError, Desc, Error, ExtraError, MalformedError, NoiseError,
@@ -197,15 +196,10 @@ class WorldAnalyzer:
 
     def plan(self, x: X2IInput) -> list[Op]:
         """Single-object steps from the starting canvas to the target (the decomposition)."""
-        spec, inputs = _spec(x), _inputs(x)
-        fam = x.meta.get("family")
-        if fam == "edit":
-            start = inputs[0]
-        elif fam == "compose" and inputs and len(inputs[0].objects) != 1:
-            start = inputs[0]  # SCENE: the canvas is the first input image
-        else:
-            start = Scene((), spec.target.grid)
-        return _steps_between(start, spec.target, inputs, fam)
+        from .tasks import start_scene
+
+        spec = _spec(x)
+        return _steps_between(start_scene(x), spec.target, _inputs(x), x.meta.get("family"))
 
     def decompose(self, x: X2IInput) -> list[str]:
         return [say_op(op) for op in self.plan(x)]
@@ -296,8 +290,6 @@ class WorldAnalyzer:
 def _steps_between(start: Scene, target: Scene, inputs: Sequence[Scene], family: str | None) -> list[Op]:
     """Single-object operations turning ``start`` into ``target``: first change or clear what
     differs (recolour, resize, move, remove), then add what is missing, row-major."""
-    from .ops import ImageRef
-
     steps: list[Op] = []
     scene = start
     for o in start.objects:
@@ -360,4 +352,4 @@ def _jaccard(a: Sequence[Error], b: Sequence[Error]) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
-__all__ = ["WorldAnalyzer", "DEFAULT_THRESHOLDS", "OpsRequest", "SetCount"]
+__all__ = ["WorldAnalyzer", "DEFAULT_THRESHOLDS"]

@@ -67,7 +67,3 @@ def perturbations(task: X2IInput, rng: np.random.Generator, image_size: int = 64
     noisy[y:y + cell // 2, x:x + cell // 2] = rng.integers(0, 256, (cell // 2, cell // 2, 3), dtype=np.uint8)
     out.append(("noise", noisy))
     return out
-
-
-def blank_scene(grid: int = 4) -> Scene:
-    return Scene((), grid)

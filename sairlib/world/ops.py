@@ -335,16 +335,8 @@ def constraints(before: Scene, op: Op, after: Scene, inputs: Sequence[Scene] = (
     return out
 
 
-def keeps(before: Scene, ops: Sequence[Op]) -> tuple[Obj, ...]:
-    """Objects of the starting scene that no operation touches: they must stay unchanged."""
-    hit: set[int] = set()
-    for op in ops:
-        hit |= {id(o) for o in touched(before, op)}
-    return tuple(o for o in before.objects if id(o) not in hit)
-
-
 __all__ = [
     "OpError", "Cell", "ImageRef", "RelTo", "Colour", "FactColour", "MixColour", "Draw", "Add", "Remove",
-    "Recolour", "Resize", "Move", "SetCount", "Place", "Redraw", "Op", "apply", "constraints", "keeps", "touched",
+    "Recolour", "Resize", "Move", "SetCount", "Place", "Redraw", "Op", "apply", "constraints", "touched",
     "resolve_target", "subject_of", "OPPOSITE", "Keep",
 ]

@@ -126,7 +126,8 @@ class Scene:
         if not isinstance(self.grid, int) or isinstance(self.grid, bool) or not 1 <= self.grid <= 16:
             raise SceneError(f"grid: must be an integer in 1..16, got {self.grid!r}")
         objs = tuple(self.objects)
-        object.__setattr__(self, "objects", tuple(sorted(objs)))
+        # Reading order (row-major), the order descriptions list objects in and images are tokenised in.
+        object.__setattr__(self, "objects", tuple(sorted(objs, key=lambda o: (o.row, o.col) if isinstance(o, Obj) else (-1, -1))))
         seen: set[tuple[int, int]] = set()
         for i, o in enumerate(objs):
             if not isinstance(o, Obj):

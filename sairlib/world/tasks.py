@@ -28,8 +28,8 @@ import numpy as np
 from ..interfaces import X2IInput
 from . import facts
 from .grammar import OpsRequest, TextToImage, say_request
-from .ops import (Add, Cell, Colour, Draw, FactColour, ImageRef, MixColour, Move, Op, OpError, Place, Recolour,
-                  RelTo, Remove, Resize, SetCount, apply, constraints, keeps)
+from .ops import (Add, Cell, Colour, FactColour, ImageRef, MixColour, Move, Op, OpError, Place, Recolour,
+                  RelTo, Remove, Resize, SetCount, apply, constraints)
 from .palette import COLOURS, DIRECTIONS, RELATIONS, SHAPES, SIZES
 from .render import render
 from .scene import CHARACTER_BODIES, Obj, Part, Scene
@@ -396,6 +396,16 @@ def _compose_task(category: str, rng: np.random.Generator, cfg: WorldConfig):
     spec = TaskSpec(tuple(cons), tuple(canvas.objects), cur)
     complexity = sum(2 if isinstance(op.where, RelTo) else 1 for op in ops)
     return OpsRequest(tuple(ops), scene_from), tuple(inputs), spec, complexity, {"group": kind, "subject": sub}
+
+
+def start_scene(x: X2IInput) -> Scene:
+    """The canvas a request starts from: the input image for edits and for scene composition,
+    else an empty canvas."""
+    inputs = [Scene.from_dict(d) for d in x.meta.get("inputs", [])]
+    fam = x.meta.get("family")
+    if fam == "edit" or (fam == "compose" and inputs and len(inputs[0].objects) != 1):
+        return inputs[0]
+    return Scene((), x.target.target.grid if x.target is not None else 4)
 
 
 _BUILDERS: dict[str, Callable] = {"t2i": _t2i_task, "edit": _edit_task, "compose": _compose_task}
