@@ -20,15 +20,14 @@ import numpy as np
 from .generation import generate
 from .interfaces import X2IInput
 from .policy import Policy
-from .pretrain import allowed_for_base
+from .pretrain import allowed_for_base, random_plan_step
 from .world.analyzer import WorldAnalyzer
 from .world.corpus import perturbations
 from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op
-from .world.ops import Draw, apply
 from .world.render import render
 from .world.scene import Scene
 from .world.spec import constraints_for_step
-from .world.tasks import WorldConfig, make_tasks, start_scene
+from .world.tasks import WorldConfig, make_tasks
 
 FACTUAL = ("add", "remove", "recolour", "resize", "count", "move")
 
@@ -103,22 +102,14 @@ def _steps(policy: Policy, tasks: Sequence[X2IInput], analyzer: WorldAnalyzer,
     for t in tasks:
         if not allowed_for_base(t):
             continue
-        steps = analyzer.plan(t)
-        if not steps:
+        step = random_plan_step(t, analyzer, rng)
+        if step is None:
             continue
-        inputs = [Scene.from_dict(d) for d in t.meta["inputs"]]
-        scene = start_scene(t)
-        i = int(rng.integers(len(steps)))
-        for op in steps[:i]:
-            scene = apply(scene, op, inputs)
-        op = steps[i]
-        nxt = apply(scene, op, inputs)
-        images = [] if isinstance(op, Draw) else [render(scene)]
-        if t.meta["family"] == "compose":
-            images += [render(s) for s in inputs if len(s.objects) == 1]
-        spec = constraints_for_step(scene, nxt)
-        xs.append(X2IInput(f"{t.id}-step{i}", say_op(op), tuple(images), {"family": "step", "complexity": 1}, spec))
-        prompts.append(L.prompt(say_op(op), [enc(im) for im in images]))
+        images = tuple(render(s) for s in step.shown)
+        spec = constraints_for_step(step.before, step.after)
+        text = say_op(step.op)
+        xs.append(X2IInput(f"{t.id}-step{step.index}", text, images, {"family": "step", "complexity": 1}, spec))
+        prompts.append(L.prompt(text, [enc(im) for im in images]))
     return xs, prompts
 
 

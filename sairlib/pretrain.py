@@ -17,6 +17,7 @@ Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -27,7 +28,7 @@ from .world import facts
 from .world.analyzer import WorldAnalyzer
 from .world.corpus import perturbations
 from .world.grammar import say_op, say_scene
-from .world.ops import Draw, apply
+from .world.ops import Draw, Op, apply
 from .world.render import render
 from .world.scene import Scene
 from .world.tasks import WorldConfig, make_tasks, start_scene
@@ -146,24 +147,46 @@ def _task_stream(family: str | None, seed: int, cfg: WorldConfig, n: int) -> Ite
         s += 1
 
 
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a task's plan as a request of its own: the step, the scenes around it, and the
+    scenes shown with it (the current canvas unless the step starts a fresh one, plus composition
+    subjects)."""
+
+    index: int
+    op: Op
+    before: Scene
+    after: Scene
+    shown: tuple[Scene, ...]
+
+
+def random_plan_step(t: X2IInput, analyzer: WorldAnalyzer, rng: np.random.Generator) -> PlanStep | None:
+    """A uniformly chosen step of the Analyzer's plan for ``t`` (None when the plan is empty)."""
+    steps = analyzer.plan(t)
+    if not steps:
+        return None
+    inputs = [Scene.from_dict(d) for d in t.meta["inputs"]]
+    i = int(rng.integers(len(steps)))
+    scene = start_scene(t)
+    for op in steps[:i]:
+        scene = apply(scene, op, inputs)
+    op = steps[i]
+    shown = [] if isinstance(op, Draw) else [scene]
+    if t.meta["family"] == "compose":
+        shown += [s for s in inputs if len(s.objects) == 1]
+    return PlanStep(i, op, scene, apply(scene, op, inputs), tuple(shown))
+
+
 def _single_edit(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput,
                  rng: np.random.Generator) -> dict[str, Any]:
     """One plan step of a task, as a request of its own: step text + current image -> next image."""
-    inputs = [Scene.from_dict(d) for d in t.meta["inputs"]]
-    steps = analyzer.plan(t)
-    scene = start_scene(t)
-    i = int(rng.integers(len(steps))) if steps else 0
-    for op in steps[:i]:
-        scene = apply(scene, op, inputs)
-    if not steps:
+    step = random_plan_step(t, analyzer, rng)
+    if step is None:
+        inputs = [Scene.from_dict(d) for d in t.meta["inputs"]]
         return _example(layout, layout.prompt(t.instruction, [enc.scene(s) for s in inputs]),
                         layout.segments([Segment("G", codes=enc.scene(t.target.target))]), "single_edit", 1)
-    op = steps[i]
-    nxt = apply(scene, op, inputs)
-    images = [] if isinstance(op, Draw) else [enc.scene(scene)]
-    images += [enc.scene(s) for s in inputs if len(s.objects) == 1 and t.meta["family"] == "compose"]
-    prompt = layout.prompt(say_op(op), images)
-    return _example(layout, prompt, layout.segments([Segment("G", codes=enc.scene(nxt))]), "single_edit", 1)
+    prompt = layout.prompt(say_op(step.op), [enc.scene(s) for s in step.shown])
+    return _example(layout, prompt, layout.segments([Segment("G", codes=enc.scene(step.after))]), "single_edit", 1)
 
 
 def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput, rng: np.random.Generator,
