@@ -30,7 +30,7 @@ from transformers import DynamicCache, StaticCache
 
 from .sequence import TEXT_TAGS, Layout, Parsed
 
-__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "generate", "sample_tokens"]
+__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "counter_exponential", "generate", "sample_tokens"]
 
 _TEXT_KINDS: tuple[str, ...] = tuple(TEXT_TAGS)  # E, R, S, D
 _K = len(_TEXT_KINDS)
@@ -199,11 +199,13 @@ class LayoutConstraint:
 
 # ---------------------------------------------------------------------------- sampling
 def sample_tokens(scores: torch.Tensor, allowed: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0,
-                  top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                  top_p: float = 1.0, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
     """Pick one token per row from float ``scores`` ``[B, V]`` among ``allowed`` ``[B, V]``; returns ``[B]``.
 
     Greedy when ``temperature == 0``; else softmax(scores / temperature) cut to the ``top_k``
-    best (0: all) and the smallest set of mass ``top_p``, sampled with ``generator``.
+    best (0: all) and the smallest set of mass ``top_p``, sampled with ``generator`` (or with the
+    given Exp(1) ``noise`` ``[B, V]``, e.g. from :func:`counter_exponential`).
     A row whose pick is not allowed (NaN or -inf scores) falls back to its first allowed token.
     """
     scores = scores.masked_fill(~allowed, float("-inf"))
@@ -212,10 +214,40 @@ def sample_tokens(scores: torch.Tensor, allowed: torch.Tensor, *, temperature: f
     else:  # argmax(scores - log(Exp(1) noise)) is a draw from softmax(scores)
         scores = scores if temperature == 1 else scores / temperature
         scores = _filter_top_p(_filter_top_k(scores, top_k), top_p)
-        noise = torch.empty_like(scores).exponential_(generator=generator)
+        if noise is None:
+            noise = torch.empty_like(scores).exponential_(generator=generator)
         tok = (scores - noise.log()).argmax(-1)
     ok = allowed.gather(1, tok[:, None])[:, 0]
     return torch.where(ok, tok, allowed.to(torch.uint8).argmax(-1))
+
+
+_M64 = (1 << 64) - 1
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+_GOLD, _STEP = _signed(0x9E3779B97F4A7C15), _signed(0xD1B54A32D192ED03)
+
+
+def counter_exponential(row_seeds: torch.Tensor, step: int, width: int) -> torch.Tensor:
+    """Exp(1) noise ``[B, width]`` that depends only on (row seed, step, token index).
+
+    A splitmix64-style hash of the three counters (int64 arithmetic, wrapping), so a row's draws
+    do not depend on which other rows share its batch, nor on the device: a request sampled alone
+    or inside any batch gets the same tokens (given the same logits). This is what makes the data
+    pipeline's results independent of how requests were batched, and resumable.
+    """
+    tok = torch.arange(width, device=row_seeds.device, dtype=torch.int64)
+    salt = torch.tensor(int(step) + 1, dtype=torch.int64, device=row_seeds.device) * _STEP
+    x = row_seeds.to(torch.int64)[:, None] * _GOLD + salt + tok[None, :]
+    x = (x ^ ((x >> 30) & ((1 << 34) - 1))) * _MIX1
+    x = (x ^ ((x >> 27) & ((1 << 37) - 1))) * _MIX2
+    x = x ^ ((x >> 31) & ((1 << 33) - 1))
+    u = ((x >> 11) & ((1 << 53) - 1)).to(torch.float64).add_(0.5).mul_(2.0 ** -53)  # in (0, 1)
+    return (-u.log()).to(torch.float32)
 
 
 def _filter_top_k(scores: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -315,7 +347,8 @@ def _guided(logits: torch.Tensor, rows: int, scale: float, in_image: torch.Tenso
 
 
 def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: list[list[int]] | None,
-               opt: _Options, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+               opt: _Options, gen: torch.Generator, device: torch.device,
+               row_seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one chunk: completion ids ``[B, T]`` (pad after ``<eos>``) and forced flags ``[B, T]``."""
     rows = len(prompts)
     ids, mask, pos = _left_pad(prompts + (uncond or []), layout.pad, device)
@@ -325,12 +358,14 @@ def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: lis
     con = LayoutConstraint(layout, logits.shape[-1], device)
     state, pos = con.start(rows, opt.max_new_tokens, opt.start_in), pos[:, -1]
     out_ids, out_forced = [], []
+    seeds = None if row_seeds is None else torch.tensor(row_seeds, dtype=torch.int64, device=device)
     for t in range(opt.max_new_tokens):
         cls = con.classes(state)
         allowed, forced = con.table[cls], con.n_allowed[cls] == 1
         scores = _guided(logits, rows, opt.cfg_scale, con.in_image(state))
+        noise = None if seeds is None or opt.temperature == 0 else counter_exponential(seeds, t, scores.shape[-1])
         tok = sample_tokens(scores, allowed, temperature=opt.temperature, top_k=opt.top_k, top_p=opt.top_p,
-                            generator=gen)
+                            generator=gen, noise=noise)
         out_ids.append(tok)
         out_forced.append(forced)
         state = con.advance(state, tok)
@@ -410,7 +445,8 @@ def _to_generation(layout: Layout, prompt: list[int], ids: list[int], forced: li
 def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, cfg_scale: float = 1.0,
              uncond_prompts: Sequence[Sequence[int]] | None = None, seed: int = 0, batch_size: int | None = None,
-             codec: Any = None, cache: str = "dynamic", start_in: str | None = None) -> list[Generation]:
+             codec: Any = None, cache: str = "dynamic", start_in: str | None = None,
+             row_seeds: Sequence[int] | None = None) -> list[Generation]:
     """Constrained completions of ``prompts`` (token-id lists), one :class:`Generation` each, in order.
 
     ``model`` is a transformers causal LM; the loop runs on its device, in ``torch.inference_mode``
@@ -421,7 +457,9 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
     (anything with ``decode(codes) -> image``) fills ``Generation.images``. ``cache`` is
     ``"dynamic"`` (default) or ``"static"``. ``start_in`` (a text kind): every prompt ends with that
     segment's open tag and decoding continues inside it (e.g. asking for an evaluation); the
-    parsed segments then include it.
+    parsed segments then include it. ``row_seeds`` (one int per prompt): sample each row with
+    :func:`counter_exponential` noise keyed by its own seed instead of ``seed``'s generator, so a
+    completion does not depend on the batch it was decoded in.
     """
     width = getattr(getattr(model, "config", None), "vocab_size", None)
     ps = _check_ids("prompts", prompts, width)
@@ -435,6 +473,10 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
         raise ValueError(f"start_in: must be one of {sorted(layout.open_tag)} or None, got {start_in!r}")
     if start_in is not None and any(not p or p[-1] != layout.open_tag[start_in] for p in ps):
         raise ValueError(f"start_in: every prompt must end with the {start_in} segment's open tag")
+    if row_seeds is not None:
+        row_seeds = [int(r) for r in row_seeds]
+        if len(row_seeds) != len(ps):
+            raise ValueError(f"row_seeds: need one per prompt ({len(ps)}), got {len(row_seeds)}")
     opt = _Options(int(max_new_tokens), float(temperature), int(top_k), float(top_p), float(cfg_scale), cache,
                    start_in)
     device = _model_device(model)
@@ -447,7 +489,8 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
         with torch.inference_mode():
             for a in range(0, len(ps), step):
                 chunk_u = us[a:a + step] if us is not None else None
-                ids, forced = _run_chunk(model, layout, ps[a:a + step], chunk_u, opt, gen, device)
+                ids, forced = _run_chunk(model, layout, ps[a:a + step], chunk_u, opt, gen, device,
+                                         None if row_seeds is None else row_seeds[a:a + step])
                 for p, row, frow in zip(ps[a:a + step], ids.tolist(), forced.tolist()):
                     results.append(_to_generation(layout, p, row, frow, codec, start_in))
         return results

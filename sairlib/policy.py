@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from .interfaces import X2IInput
 from .sequence import Layout
 from .tokenizers import ImageCodec
 
@@ -64,6 +65,10 @@ class Policy:
         cfg._attn_implementation = "sdpa"
         model = LlamaForCausalLM(cfg)
         return Policy(model, tokenizer, codec, Layout.from_tokenizer(tokenizer, codec.tokens_per_image))
+
+    def prompt(self, x: X2IInput) -> list[int]:
+        """The prompt ids of a request: its instruction and its input images, encoded by the codec."""
+        return self.layout.prompt(x.instruction, [self.codec.encode(im) for im in x.images])
 
     @property
     def n_params(self) -> int:

@@ -57,3 +57,30 @@ def show_pairs(top: np.ndarray, bottom: np.ndarray, labels: Sequence[str] = ("or
                 axes[r, i].set_ylabel(lab, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def show_trajectory(t, max_cols: int = 8, text_width: int = 30):
+    """A trajectory as one strip: input images, then its segments in order (texts under the images
+    they follow, plan steps above the images they draw); the request and mode as the title."""
+    cols: list[tuple[np.ndarray | None, str]] = [(im, f"input {i + 1}") for i, im in enumerate(t.input_images)]
+    pending = ""
+    for s in t.segments:
+        if s.kind == "G":
+            cols.append((s.image, pending))
+            pending = ""
+        elif s.kind == "S":
+            pending = f"S: {s.text}"
+        else:
+            im, label = cols[-1] if cols else (None, "")
+            cols[-1:] = [(im, (label + "\n" if label else "") + f"{s.kind}: {s.text}")]
+    cols = cols[:max_cols]
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.6 * len(cols), 3.6), squeeze=False)
+    for ax, (im, label) in zip(axes[0], cols):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if im is not None:
+            ax.imshow(im, interpolation="nearest")
+        ax.set_xlabel(_wrap(label, text_width)[:400], fontsize=6, family="monospace")
+    fig.suptitle(_wrap(f"[{t.mode or t.status}] {t.instruction}", 120), fontsize=8)
+    fig.tight_layout()
+    return fig

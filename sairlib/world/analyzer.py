@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..interfaces import DIMENSIONS, Assessment, X2IInput
-from .grammar import (Evaluation, GrammarError, Reflection, parse_evaluation, parse_op,
-                      parse_reflection, say_error, say_evaluation, say_op, say_reflection)
+from .grammar import (Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
+                      parse_reflection, say_error, say_evaluation, say_op, say_reflection, say_request)
 from .ops import Add, Cell, Colour, Draw, ImageRef, Move, Op, OpError, Place, Recolour, Redraw, Remove, Resize, apply
 from .perceive import Percept, perceive
 from .scene import Obj, Scene
@@ -189,6 +189,11 @@ class WorldAnalyzer:
     def reflect(self, x: X2IInput, image: np.ndarray) -> str:
         return say_reflection(self.reflection(x, image))
 
+    def fix_instruction(self, reflection: str) -> str:
+        """The request a generator executes for a reflection: its fix operations, in order (empty if none)."""
+        ops = parse_reflection(reflection).fix
+        return say_request(OpsRequest(tuple(ops))) if ops else ""
+
     # ------------------------------------------------------------- diagnosis and plans
     def diagnose(self, x: X2IInput, image: np.ndarray) -> str:
         c = self.check(x, image)
@@ -226,7 +231,7 @@ class WorldAnalyzer:
 
     def _judge_eval(self, x: X2IInput, ev: Evaluation, ctx: dict[str, Any]) -> float:
         if ev.scores is None:  # a step check: is "step done"/"step failed" true?
-            ok = self._step_done(x, ctx.get("step", ""), ctx.get("before"), ctx["image"])
+            ok = self.step_done(x, ctx.get("step", ""), ctx.get("before"), ctx["image"])
             return float(ev.step_ok == ok)
         c = self.check(x, ctx["image"])
         parts = [float(ev.scores[d] == c.scores[d]) for d in DIMENSIONS]
@@ -273,7 +278,8 @@ class WorldAnalyzer:
             return 1.0
         return 0.5
 
-    def _step_done(self, x: X2IInput, step: str, before: np.ndarray | None, after: np.ndarray) -> bool:
+    def step_done(self, x: X2IInput, step: str, before: np.ndarray | None, after: np.ndarray) -> bool:
+        """Did ``after`` carry out the plan step ``step`` on ``before`` (None: an empty canvas), cleanly?"""
         try:
             op = parse_op(step)
         except GrammarError:

@@ -1,0 +1,69 @@
+"""Coalesce concurrent requests into batched backend calls.
+
+Many escalations run as coroutines; each awaits ``batcher(request)``. The batcher waits until
+every runnable coroutine has queued its next request, then calls ``fn(list_of_requests)`` once
+(in a worker thread, so the event loop keeps serving other work meanwhile) and hands each caller
+its own result. When a batched call raises, the requests are retried one by one, so one bad
+request fails alone::
+
+    draw = Batcher(generator.draw, max_batch=256)
+    image = await draw(request)
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+_SETTLE_TICKS = 3  # loop iterations to let woken coroutines queue their next request
+
+
+class Batcher(Generic[Req, Res]):
+    def __init__(self, fn: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int = 256) -> None:
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch: must be a positive integer, got {max_batch!r}")
+        self.fn, self.max_batch = fn, max_batch
+        self.pending: list[tuple[Req, asyncio.Future]] = []
+        self.batches: list[int] = []  # sizes of the batched calls made
+        self._worker: asyncio.Task | None = None
+
+    async def __call__(self, req: Req) -> Res:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self.pending.append((req, fut))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return await fut
+
+    async def _call(self, reqs: list[Req]) -> list[Any]:
+        out = await asyncio.get_running_loop().run_in_executor(None, self.fn, reqs)
+        out = list(out)
+        if len(out) != len(reqs):
+            raise RuntimeError(f"backend returned {len(out)} results for {len(reqs)} requests")
+        return out
+
+    async def _drain(self) -> None:
+        while self.pending:
+            for _ in range(_SETTLE_TICKS):
+                await asyncio.sleep(0)
+            batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
+            self.batches.append(len(batch))
+            try:
+                results = await self._call([r for r, _ in batch])
+            except Exception:
+                results = None
+            if results is not None:
+                for (_, fut), res in zip(batch, results):
+                    if not fut.done():
+                        fut.set_result(res)
+                continue
+            for req, fut in batch:  # isolate the failure
+                try:
+                    res = (await self._call([req]))[0]
+                except Exception as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                else:
+                    if not fut.done():
+                        fut.set_result(res)
