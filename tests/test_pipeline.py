@@ -194,3 +194,14 @@ def test_killed_run_resumes_to_the_same_dataset(tmp_path):
         assert (x.status, x.mode, x.kinds, x.scores, x.decisions, [s.text for s in x.segments]) == \
                (y.status, y.mode, y.kinds, y.scores, y.decisions, [s.text for s in y.segments])
         assert all(np.array_equal(p, q) for p, q in zip(x.images, y.images))
+
+
+def test_parallel_workers_give_the_same_dataset(tmp_path):
+    from sairlib.pipeline import BackendSpec, build_trajectories_parallel
+
+    tasks = make_tasks(24, "train", 10)
+    spec = BackendSpec(direct="world", redraw="world", capacity=2)
+    one = build_trajectories_parallel(tasks, spec, tmp_path / "one", 0, workers=1, progress=False)
+    two = build_trajectories_parallel(tasks, spec, tmp_path / "two", 0, workers=2, progress=False)
+    assert [(t.id, t.mode, t.kinds, t.scores) for t in one] == [(t.id, t.mode, t.kinds, t.scores) for t in two]
+    assert len(from_dataset(load_from_disk(str(tmp_path / "two" / "dataset")))) == 24

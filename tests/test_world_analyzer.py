@@ -169,3 +169,20 @@ def test_thresholds_are_validated():
         WorldAnalyzer(thresholds={"instruction": 5, "consistency": 5, "quality": 9, "knowledge": 5})
     with pytest.raises(ValueError, match="missing dimension 'knowledge'"):
         WorldAnalyzer(thresholds={"instruction": 5, "consistency": 5, "quality": 4})
+
+
+def test_reflection_on_a_full_canvas_rebuilds_instead_of_failing():
+    """Found on the GPU run: a model drew an object in every cell, and the greedy fix found no
+    free cell for a missing object; the fix now falls back to rebuilding towards the target."""
+    from sairlib.world import Obj, Scene, make_tasks, render
+    from sairlib.world.grammar import parse_reflection
+    from sairlib.world.ops import apply
+
+    x = next(t for t in make_tasks(40, "train", 12, family="t2i") if t.meta["category"] == "two_object")
+    full = Scene(tuple(Obj("triangle", "black", "small", r, c) for r in range(4) for c in range(4)), 4)
+    a = WorldAnalyzer()
+    r = parse_reflection(a.reflect(x, render(full)))
+    scene = a.perceive(render(full)).scene()
+    for op in r.fix:
+        scene = apply(scene, op, [])
+    assert a.assess(x, render(scene)).passed

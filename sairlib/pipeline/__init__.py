@@ -8,12 +8,13 @@
     summarise_trajectories(ts)["mode_share_by_complexity"]
 """
 from .batching import Batcher
-from .build import build_trajectories
+from .build import build_trajectories, build_trajectories_parallel
 from .escalation import Backends, BackendError, EscalationConfig, escalate, request_seed
 from .generators import DrawRequest, PolicyGenerator, WorldGenerator, make_generator
+from .spec import BackendSpec
 from .store import TrajectoryStore
 from .summary import summarise_trajectories
 
-__all__ = ["Batcher", "build_trajectories", "Backends", "BackendError", "EscalationConfig", "escalate",
+__all__ = ["Batcher", "BackendSpec", "build_trajectories", "build_trajectories_parallel", "Backends", "BackendError", "EscalationConfig", "escalate",
            "request_seed", "DrawRequest", "PolicyGenerator", "WorldGenerator", "make_generator", "TrajectoryStore",
            "summarise_trajectories"]

@@ -115,7 +115,10 @@ class WorldAnalyzer:
             errs = [e for e in c.errors if not isinstance(e, (MalformedError, NoiseError))]
             if not errs:
                 break
-            op = self._fix_one(errs[0], scene, spec, inputs)
+            try:
+                op = self._fix_one(errs[0], scene, spec, inputs)
+            except OpError:  # e.g. no free cell on a crowded canvas: rebuild instead (below)
+                op = None
             if op is None:
                 break
             try:
