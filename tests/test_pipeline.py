@@ -205,3 +205,15 @@ def test_parallel_workers_give_the_same_dataset(tmp_path):
     two = build_trajectories_parallel(tasks, spec, tmp_path / "two", 0, workers=2, progress=False)
     assert [(t.id, t.mode, t.kinds, t.scores) for t in one] == [(t.id, t.mode, t.kinds, t.scores) for t in two]
     assert len(from_dataset(load_from_disk(str(tmp_path / "two" / "dataset")))) == 24
+
+
+def test_analyzer_processes_give_the_same_dataset(tmp_path):
+    from sairlib.pipeline import BackendSpec, build_trajectories_parallel
+
+    tasks = make_tasks(16, "train", 11)
+    inline = BackendSpec(direct="world", redraw="world", capacity=2)
+    pooled = BackendSpec(direct="world", redraw="world", capacity=2, analyzer_workers=2, max_wait_s=0.01)
+    a = build_trajectories_parallel(tasks, inline, tmp_path / "a", 0, progress=False)
+    b = build_trajectories_parallel(tasks, pooled, tmp_path / "b", 0, progress=False)
+    assert [(t.id, t.mode, t.kinds, t.scores, t.decisions) for t in a] == \
+           [(t.id, t.mode, t.kinds, t.scores, t.decisions) for t in b]

@@ -1,7 +1,8 @@
 """Coalesce concurrent requests into batched backend calls.
 
 Many escalations run as coroutines; each awaits ``batcher(request)``. The batcher waits until
-every runnable coroutine has queued its next request, then calls ``fn(list_of_requests)`` once
+every runnable coroutine has queued its next request (and, with ``max_wait_s``, up to that
+long for a full batch), then calls ``fn(list_of_requests)`` once
 (in a worker thread, so the event loop keeps serving other work meanwhile) and hands each caller
 its own result. When a batched call raises, the requests are retried one by one, so one bad
 request fails alone::
@@ -20,10 +21,13 @@ _SETTLE_TICKS = 3  # loop iterations to let woken coroutines queue their next re
 
 
 class Batcher(Generic[Req, Res]):
-    def __init__(self, fn: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int = 256) -> None:
+    def __init__(self, fn: Callable[[Sequence[Req]], Sequence[Res]], max_batch: int = 256,
+                 max_wait_s: float = 0.0) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch: must be a positive integer, got {max_batch!r}")
-        self.fn, self.max_batch = fn, max_batch
+        if max_wait_s < 0:
+            raise ValueError(f"max_wait_s: must be >= 0, got {max_wait_s!r}")
+        self.fn, self.max_batch, self.max_wait_s = fn, max_batch, float(max_wait_s)
         self.pending: list[tuple[Req, asyncio.Future]] = []
         self.batches: list[int] = []  # sizes of the batched calls made
         self._worker: asyncio.Task | None = None
@@ -47,6 +51,10 @@ class Batcher(Generic[Req, Res]):
         while self.pending:
             for _ in range(_SETTLE_TICKS):
                 await asyncio.sleep(0)
+            waited = 0.0
+            while len(self.pending) < self.max_batch and waited < self.max_wait_s:
+                await asyncio.sleep(0.002)  # requests still on their way (e.g. from analyzer processes)
+                waited += 0.002
             batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
             self.batches.append(len(batch))
             try:

@@ -87,8 +87,12 @@ def _worker(spec: BackendSpec, tasks: Sequence[X2IInput], out_dir: str, seed: in
     import torch
 
     torch.set_num_threads(1)
-    build_trajectories(tasks, spec.build(), out_dir, seed, concurrency=concurrency, progress=False,
-                       provenance=provenance, save_dataset=False)
+    backends = spec.build()
+    try:
+        build_trajectories(tasks, backends, out_dir, seed, concurrency=concurrency, progress=False,
+                           provenance=provenance, save_dataset=False)
+    finally:
+        backends.close()
     return len(tasks)
 
 
@@ -104,8 +108,12 @@ def build_trajectories_parallel(tasks: Sequence[X2IInput], spec: BackendSpec, ou
     ids = _check_ids(tasks)
     out = Path(out_dir)
     if workers <= 1:
-        return build_trajectories(tasks, spec.build(), out, seed, concurrency=concurrency, progress=progress,
-                                  provenance=provenance)
+        backends = spec.build()
+        try:
+            return build_trajectories(tasks, backends, out, seed, concurrency=concurrency, progress=progress,
+                                      provenance=provenance)
+        finally:
+            backends.close()
     import multiprocessing as mp
 
     shards = [(spec, list(tasks[k::workers]), str(out / "shards" / str(k)), seed, max(1, concurrency // workers),

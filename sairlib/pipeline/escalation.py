@@ -71,11 +71,26 @@ class Backends:
     redraw: BatchGenerator
     config: EscalationConfig = field(default_factory=EscalationConfig)
     max_batch: int = 256
+    max_wait_s: float = 0.0
+    analyzer_workers: int = 0
     calls: dict[str, int] = field(default_factory=lambda: {"draw": 0, "analyzer": 0, "retries": 0})
 
     def __post_init__(self) -> None:
-        self._batchers = {"direct": Batcher(self.direct.draw, self.max_batch),
-                          "redraw": Batcher(self.redraw.draw, self.max_batch)}
+        self._batchers = {"direct": Batcher(self.direct.draw, self.max_batch, self.max_wait_s),
+                          "redraw": Batcher(self.redraw.draw, self.max_batch, self.max_wait_s)}
+        self._pool = None
+        if self.analyzer_workers > 0:  # the analyzer in processes of its own: the event loop only orchestrates
+            import concurrent.futures
+            import multiprocessing as mp
+
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.analyzer_workers, mp_context=mp.get_context("spawn"), initializer=_init_analyzer,
+                initargs=(self.analyzer,))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     async def _retry(self, what: str, fn: Callable[[], Any], errors: list[str]) -> Any:
         for attempt in range(self.config.backend_retries + 1):
@@ -95,9 +110,23 @@ class Backends:
         self.calls["analyzer"] += 1
 
         async def call() -> Any:
+            if self._pool is not None:
+                return await asyncio.get_running_loop().run_in_executor(self._pool, _analyzer_call, method, args)
             return getattr(self.analyzer, method)(*args)
 
         return await self._retry(f"analyzer.{method}", call, errors)
+
+
+_ANALYZER: Any = None
+
+
+def _init_analyzer(analyzer: Any) -> None:
+    global _ANALYZER
+    _ANALYZER = analyzer
+
+
+def _analyzer_call(method: str, args: tuple) -> Any:
+    return getattr(_ANALYZER, method)(*args)
 
 
 def _shown(x: X2IInput, canvas: np.ndarray | None) -> tuple[np.ndarray, ...]:

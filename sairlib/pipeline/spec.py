@@ -20,6 +20,8 @@ class BackendSpec:
     capacity: int | None = None
     temperature: float = 1.0
     max_batch: int = 256
+    max_wait_s: float = 0.0
+    analyzer_workers: int = 0
     thresholds: dict[str, int] | None = None
     escalation: dict[str, int] = field(default_factory=dict)
     image_size: int = 64
@@ -40,7 +42,8 @@ class BackendSpec:
         analyzer = WorldAnalyzer(thresholds=dict(self.thresholds), grid=self.grid) if self.thresholds \
             else WorldAnalyzer(grid=self.grid)
         return Backends(analyzer, direct=gen(self.direct), redraw=gen(self.redraw),
-                        config=EscalationConfig(**self.escalation), max_batch=self.max_batch)
+                        config=EscalationConfig(**self.escalation), max_batch=self.max_batch,
+                        max_wait_s=self.max_wait_s, analyzer_workers=self.analyzer_workers)
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
