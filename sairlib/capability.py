@@ -57,12 +57,8 @@ def capability_profile(policy: Policy, analyzer: WorldAnalyzer, n_tasks: int, sa
                        cfg: WorldConfig = WorldConfig(), temperature: float = 1.0,
                        batch_size: int = 256) -> dict[str, Any]:
     """Measure the profile on held-out (eval split) tasks; returns plain numbers for metrics."""
-    L, enc = policy.layout, policy.codec.encode
     size = cfg.image_size
-
-    def prompt(t: X2IInput) -> list[int]:
-        return L.prompt(t.instruction, [enc(im) for im in t.images])
-
+    prompt = policy.prompt
     out: dict[str, Any] = {"n_tasks": n_tasks, "samples": samples, "temperature": temperature}
     # one-pass text-to-image, by complexity
     t2i = make_tasks(n_tasks, "eval", seed, family="t2i", cfg=cfg)
@@ -135,8 +131,7 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
         img = kinds[int(rng.integers(len(kinds)))][1]
         codes = enc(img)
         seen = policy.codec.decode(codes)
-        cands.append((t, seen, L.prompt(t.instruction, [enc(im) for im in t.images]) + L.image(codes)
-                      + [L.open_tag["E"]]))
+        cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]]))
     # Ask for the evaluation: after an image the model may also just end, as generation examples do.
     gens = generate(policy.model, L, [c[2] for c in cands], 160, temperature=0.0, seed=seed, batch_size=batch_size,
                     start_in="E")

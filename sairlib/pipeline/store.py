@@ -1,7 +1,8 @@
 """An append-only store of finished trajectories: the pipeline's resume point.
 
 Each finished trajectory becomes one JSON line in ``<dir>/trajectories.jsonl``, written after
-its PNGs and flushed to disk, so a killed run loses at most the trajectories still in flight.
+its PNGs and flushed to the OS at once (a killed process loses only the trajectories still in
+flight) and fsynced at least every ``fsync_every_s`` (a crashed machine loses at most that long).
 On restart, the ids already stored are skipped; a torn last line (the kill hit mid-write) is
 dropped. ``records(order)`` returns them in task order, so an interrupted and resumed run ends
 with the same dataset as an uninterrupted one::
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +25,8 @@ FILE = "trajectories.jsonl"
 
 
 class TrajectoryStore:
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike, fsync_every_s: float = 1.0) -> None:
+        self.fsync_every_s, self._synced = float(fsync_every_s), time.monotonic()
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / FILE
@@ -56,11 +59,16 @@ class TrajectoryStore:
             return  # never a duplicate
         rec = trajectory_to_json(t, self.dir)
         self._f.write(json.dumps(rec) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        self._f.flush()  # in the OS from here: a killed process loses nothing
+        now = time.monotonic()
+        if now - self._synced >= self.fsync_every_s:  # on disk: a crashed machine loses at most this long
+            os.fsync(self._f.fileno())
+            self._synced = now
         self.done[t.id] = rec
 
     def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
         self._f.close()
 
     def trajectories(self, order: Sequence[str] | None = None) -> list[Trajectory]:

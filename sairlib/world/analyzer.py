@@ -20,6 +20,8 @@ paper's Analyzer writes, in the world's grammar:
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -59,6 +61,8 @@ class WorldAnalyzer:
     thresholds: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     grid: int = 4
     max_fix_ops: int = 12
+    cache_size: int = 4096  # percepts remembered by image content (assess, reflect, diagnose see one image)
+    _percepts: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for d in DIMENSIONS:
@@ -73,7 +77,20 @@ class WorldAnalyzer:
 
     # ------------------------------------------------------------- scoring
     def perceive(self, image: np.ndarray) -> Percept:
-        return perceive(image, self.grid)
+        if self.cache_size <= 0:
+            return perceive(image, self.grid)
+        arr = np.ascontiguousarray(image)
+        h = hashlib.blake2b(arr.tobytes(), digest_size=16)
+        h.update(f"{arr.shape}{arr.dtype}".encode())
+        key = h.digest()
+        hit = self._percepts.get(key)
+        if hit is None:
+            hit = self._percepts[key] = perceive(image, self.grid)
+            if len(self._percepts) > self.cache_size:
+                self._percepts.popitem(last=False)
+        else:
+            self._percepts.move_to_end(key)
+        return hit
 
     def check(self, x: X2IInput, image: np.ndarray) -> Check:
         return check(_spec(x), self.perceive(image))
