@@ -7,5 +7,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/browser_deps.sh"   # Debian's chromium for tests/test_browser.py (root only; else it skips)
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest -q "$@"
