@@ -1,0 +1,110 @@
+"""Tables of an adaptive-inference evaluation (:func:`sairlib.solve.summarise`) for the SFT notebook.
+
+    s = summarise(solve(policy, analyzer, tasks, samples=1, seed=0))
+    by_complexity_frame(s)        # pass rate, score, images and mode mix per complexity
+    by_bucket(s)                  # the same pooled into 1-2 / 3-5 / 6+ constraints
+    compare({"masked": s1, "unmasked": s2})   # side by side
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .modes import MODES
+
+SFT_EVAL_KEYS = {"val_fraction": float, "tasks": int, "samples": int, "temperature": float, "max_new_tokens": int,
+                 "unmasked_twin": bool}
+
+
+def check_sft_eval(p: dict[str, Any], where: str = "sft_eval") -> dict[str, Any]:
+    """Validate the evaluation parameters of notebook 03 (unknown keys and wrong types name the key)."""
+    unknown = set(p) - set(SFT_EVAL_KEYS)
+    if unknown:
+        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(SFT_EVAL_KEYS)})")
+    for k, v in p.items():
+        want = SFT_EVAL_KEYS[k]
+        ok = isinstance(v, bool) if want is bool else (not isinstance(v, bool) and isinstance(v, (int, float))
+                                                        and (want is float or isinstance(v, int)) and v >= 0)
+        if not ok:
+            raise ValueError(f"{where}.{k}: must be a non-negative {want.__name__}, got {v!r}")
+    if not 0 <= p.get("val_fraction", 0.0) < 1:
+        raise ValueError(f"{where}.val_fraction: must be in [0, 1), got {p['val_fraction']!r}")
+    if p.get("samples", 1) < 1 or p.get("tasks", 1) < 1:
+        raise ValueError(f"{where}: tasks and samples must be at least 1")
+    return p
+
+
+BUCKETS: tuple[tuple[str, int, int], ...] = (("1-2", 1, 2), ("3-5", 3, 5), ("6+", 6, 10 ** 9))
+MIX = MODES + ("invalid",)
+
+
+def bucket_of(complexity: int) -> str:
+    for name, lo, hi in BUCKETS:
+        if lo <= complexity <= hi:
+            return name
+    return "0"
+
+
+def _row(block: dict[str, Any]) -> dict[str, Any]:
+    return {"n": block["n"], "pass_rate": block["pass_rate"], "score": block["score"],
+            "avg_images": block["avg_images"], **{m: block["mode_mix"].get(m, 0.0) for m in MIX}}
+
+
+def by_complexity_frame(summary: dict[str, Any], key: str = "by_complexity") -> Any:
+    """DataFrame: one row per complexity (or family with ``key="by_family"``)."""
+    import pandas as pd
+
+    rows = {k: _row(v) for k, v in summary[key].items()}
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    if key == "by_complexity" and len(df):
+        df.index = df.index.astype(int)
+        df = df.sort_index()
+    df.index.name = key.removeprefix("by_")
+    return df
+
+
+def by_bucket(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-complexity blocks pooled (weighted by ``n``) into the 1-2 / 3-5 / 6+ buckets."""
+    out: dict[str, dict[str, Any]] = {}
+    for c, block in summary["by_complexity"].items():
+        name, n = bucket_of(int(c)), block["n"]
+        if not n:
+            continue
+        acc = out.setdefault(name, {"n": 0, "pass_rate": 0.0, "score": 0.0, "avg_images": 0.0,
+                                    "mode_mix": {m: 0.0 for m in MIX}})
+        acc["n"] += n
+        for k in ("pass_rate", "score", "avg_images"):
+            acc[k] += n * block[k]
+        for m in MIX:
+            acc["mode_mix"][m] += n * block["mode_mix"].get(m, 0.0)
+    for acc in out.values():
+        for k in ("pass_rate", "score", "avg_images"):
+            acc[k] /= acc["n"]
+        acc["mode_mix"] = {m: v / acc["n"] for m, v in acc["mode_mix"].items()}
+    order = [b for b, _, _ in BUCKETS if b in out] + (["0"] if "0" in out else [])
+    return {b: out[b] for b in order}
+
+
+def mode_trend(summary: dict[str, Any]) -> dict[str, Any]:
+    """Shares of Direct and Multi-step in the simplest and the most complex bucket present, and whether
+    the mode choice follows complexity (Direct falls and Multi-step rises from one to the other)."""
+    b = by_bucket(summary)
+    if len(b) < 2:
+        return {"buckets": list(b), "follows_complexity": None}
+    lo, hi = b[next(iter(b))], b[list(b)[-1]]
+    d = (lo["mode_mix"]["direct"], hi["mode_mix"]["direct"])
+    m = (lo["mode_mix"]["multistep"], hi["mode_mix"]["multistep"])
+    return {"buckets": [next(iter(b)), list(b)[-1]], "direct_share": list(d), "multistep_share": list(m),
+            "follows_complexity": bool(d[1] < d[0] and m[1] > m[0])}
+
+
+def compare(summaries: dict[str, dict[str, Any]]) -> Any:
+    """DataFrame: one column per model, rows overall metrics and pass rate per complexity bucket."""
+    import pandas as pd
+
+    cols = {}
+    for name, s in summaries.items():
+        col = {"pass_rate": s["pass_rate"], "score": s["score"], "avg_images": s["avg_images"],
+               **{f"mode_{m}": s["mode_mix"].get(m, 0.0) for m in MIX}}
+        col.update({f"pass_rate {k}": v["pass_rate"] for k, v in by_bucket(s).items()})
+        cols[name] = col
+    return pd.DataFrame(cols)
