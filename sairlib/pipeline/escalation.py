@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..canvas import fresh_step, start_canvas
 from ..interfaces import Assessment, X2IInput
 from ..trajectory import Trajectory, TrajectorySegment
 from .batching import Batcher
@@ -139,21 +140,6 @@ def _shown(x: X2IInput, canvas: np.ndarray | None) -> tuple[np.ndarray, ...]:
     return tuple(shown)
 
 
-def _start_canvas(x: X2IInput) -> np.ndarray | None:
-    """The image a plan starts from: the input scene for edits and scene composition, else none."""
-    inputs = x.meta.get("inputs")
-    if inputs is None:
-        return x.images[0] if x.images else None
-    fam = x.meta.get("family")
-    if x.images and (fam == "edit" or (fam == "compose" and len(inputs[0].get("objects", [])) != 1)):
-        return x.images[0]
-    return None
-
-
-def _fresh(step: str) -> bool:
-    return step.split(" ", 1)[0] == "draw"
-
-
 def _reasons(a: Assessment) -> str:
     return "; ".join(a.reasons) if a.reasons else "all dimensions pass"
 
@@ -230,10 +216,10 @@ async def _escalate(x: X2IInput, b: Backends, seed: int, base: dict[str, Any], d
         return discard("empty plan", a)
     if len(steps) > cfg.max_steps:
         return discard(f"plan of {len(steps)} steps exceeds max_steps={cfg.max_steps}", a)
-    canvas = _start_canvas(x)
+    canvas = start_canvas(x)
     segs = [G(g1), T("E", await b.ask("evaluation_text", errors, a1, "plan"))]
     for i, step in enumerate(steps):
-        before = None if _fresh(step) else canvas
+        before = None if fresh_step(step) else canvas
         done = False
         for attempt in range(cfg.step_retries + 1):
             req = DrawRequest(x, step, _shown(x, before), "step", before, request_seed(seed, x.id, f"step{i}.{attempt}"))
