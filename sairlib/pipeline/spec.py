@@ -1,6 +1,7 @@
 """Backends from a plain, picklable description, so worker processes can build their own.
 
     spec = BackendSpec(direct="policy", redraw="world", policy_dir="outputs/run/00_world/base", capacity=2)
+    spec = BackendSpec(..., analyzer=read_yaml("params/backends/judge_vllm.yml")["analyzer"])  # a served VLM judge
     backends = spec.build()           # in this process, or in each worker (spawned, own GPU context)
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ class BackendSpec:
     analyzer_workers: int = 0
     thresholds: dict[str, int] | None = None
     escalation: dict[str, int] = field(default_factory=dict)
+    analyzer: dict[str, Any] | None = None  # a judge for sairlib.services.make_analyzer; None: the world's
     image_size: int = 64
     grid: int = 4
 
@@ -39,8 +41,14 @@ class BackendSpec:
             policy = Policy.load(self.policy_dir, device=best_device())
         gen = lambda name: make_generator(name, policy, capacity=self.capacity, temperature=self.temperature,
                                           batch_size=self.max_batch, image_size=self.image_size, grid=self.grid)
-        analyzer = WorldAnalyzer(thresholds=dict(self.thresholds), grid=self.grid) if self.thresholds \
-            else WorldAnalyzer(grid=self.grid)
+        if self.analyzer is not None:
+            from ..services import make_analyzer
+
+            analyzer = make_analyzer(dict(self.analyzer))
+        elif self.thresholds:
+            analyzer = WorldAnalyzer(thresholds=dict(self.thresholds), grid=self.grid)
+        else:
+            analyzer = WorldAnalyzer(grid=self.grid)
         return Backends(analyzer, direct=gen(self.direct), redraw=gen(self.redraw),
                         config=EscalationConfig(**self.escalation), max_batch=self.max_batch,
                         max_wait_s=self.max_wait_s, analyzer_workers=self.analyzer_workers)
