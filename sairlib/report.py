@@ -182,9 +182,45 @@ def metrics_section(run: RunView) -> str:
     return "<h2>Metrics</h2>" + "".join(parts) if parts else ""
 
 
+ANALYSIS_STAGE = "06_analysis"
+HEADLINE_COLUMNS = (("geneval", "mini-GenEval", 3), ("kris", "mini-KRIS", 1), ("omni", "mini-OmniContext", 2),
+                    ("avg_images", "avg images", 2))
+
+
+def mean_std_text(cell: Any, digits: int) -> str:
+    """A {"mean", "std", "n"} cell as "mean ± std" ("n/a" when it is not one)."""
+    if not isinstance(cell, dict) or not isinstance(cell.get("mean"), (int, float)):
+        return "n/a"
+    text = f"{cell['mean']:.{digits}f}"
+    if cell.get("n", 1) > 1 and isinstance(cell.get("std"), (int, float)):
+        text += f" ± {cell['std']:.{digits}f}"
+    return text
+
+
+def analysis_section(run: RunView) -> str:
+    """The results and ablation tables of the analysis stage (mean ± std over seeds), when it ran."""
+    stage = next((s for s in run.stages if s.name == ANALYSIS_STAGE and s.metrics), None)
+    block = stage.metrics.get("table") if stage else None
+    if not isinstance(block, dict) or not block:
+        return ""
+    labels = stage.metrics.get("labels") if isinstance(stage.metrics.get("labels"), dict) else {}
+    seeds = stage.metrics.get("seeds")
+    parts = [f"<h2>Results</h2><p>mean ± std over seeds {esc(seeds)}; details in "
+             f"{link(stage.html, ANALYSIS_STAGE + ' report')}</p>"]
+    for key, title in (("main_rows", "Results table"), ("ablation_rows", "Ablation table")):
+        names = [c for c in stage.metrics.get(key) or [] if c in block]
+        if not names:
+            continue
+        rows = [[labels.get(c, c)] + [mean_std_text(block[c].get(m), d) for m, _, d in HEADLINE_COLUMNS]
+                for c in names]
+        parts.append(f"<h3>{esc(title)}</h3>" + table(["configuration"] + [t for _, t, _ in HEADLINE_COLUMNS], rows))
+    return "".join(parts)
+
+
 SECTIONS: list[Callable[[RunView], str]] = [
     summary_section,
     stages_section,
+    analysis_section,
     failures_section,
     metrics_section,
 ]
