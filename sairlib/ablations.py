@@ -219,24 +219,13 @@ def evaluate_model(model_dir: str | os.PathLike, world: dict[str, Any], bench: d
     from .policy import Policy, best_device
     from .world import WorldAnalyzer
 
-    import torch
-
-    device = best_device()
-    policy = Policy.load(model_dir, device=device)
+    policy = Policy.load(model_dir, device=best_device())
     opts = {k: v for k, v in bench.items() if k not in ("n_per_tag", "samples", "task_seed")}
     if not opts.get("max_new_tokens"):
         opts.pop("max_new_tokens", None)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        # small models decode far faster on one CPU thread (measured: 13 s on one vs 803 s on two
-        # busy cores for the CI evaluation)
-        torch.set_num_threads(1)
-    try:
-        return run_world_benchmarks(policy, WorldAnalyzer(grid=world.get("grid", 4)), world,
-                                    n_per_tag=bench["n_per_tag"], samples=bench["samples"], seed=seed,
-                                    task_seed=bench.get("task_seed", 0), **opts)
-    finally:
-        torch.set_num_threads(threads)
+    return run_world_benchmarks(policy, WorldAnalyzer(grid=world.get("grid", 4)), world,
+                                n_per_tag=bench["n_per_tag"], samples=bench["samples"], seed=seed,
+                                task_seed=bench.get("task_seed", 0), **opts)
 
 
 def evaluate_subrun(sr: SubRun, world: dict[str, Any], bench: dict[str, Any],
