@@ -17,4 +17,16 @@ def test_ci_chain_runs_and_records_metrics(tmp_path):
     assert m["tokenizer_fidelity"] >= 0.99
     assert (run / "00_world" / "00_world.html").stat().st_size > 10_000
     assert (run / "00_world" / "tokenizer" / "tokenizer_config.json").is_file()
-    assert "00_world" in (run / "index.html").read_text()
+    index = (run / "index.html").read_text()
+    assert "00_world" in index
+    stages = ["00_world", "01_pipeline", "02_masking", "03_sft", "04_grpo", "05_ablations", "06_analysis"]
+    for stage in stages:
+        m = json.loads((run / stage / "metrics.json").read_text())
+        assert m["run"]["status"] == "complete", stage
+        assert stage in index
+    pipe = json.loads((run / "01_pipeline" / "metrics.json").read_text())
+    assert pipe["kept"] > 0 and sum(pipe["modes"].values()) == pipe["kept"]
+    assert (run / "01_pipeline" / "dataset" / "dataset_info.json").is_file()
+    assert (run / "02_masking" / "sft_dataset").is_dir()
+    assert (run / "03_sft" / "model" / "config.json").is_file()
+    assert (run / "04_grpo" / "model" / "config.json").is_file()
