@@ -32,12 +32,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from .generation import LayoutConstraint, generate
 from .interfaces import X2IInput
 from .modes import MODES
+from .params import check_section
 from .rewards import COMPONENTS, RewardContext, alphas, penalty_factors, reward_funcs
 from .solve import default_budget
 
@@ -59,17 +59,8 @@ def check_grpo(p: Mapping[str, Any], where: str = "grpo") -> dict[str, Any]:
 
     ``max_new_tokens`` 0 means :func:`sairlib.solve.default_budget` (room for six images with texts).
     """
-    if not isinstance(p, Mapping):
-        raise ValueError(f"{where}: must be a mapping, got {type(p).__name__}")
-    unknown = set(p) - set(GRPO_KEYS)
-    if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(GRPO_KEYS)})")
-    out = {**DEFAULT_GRPO, **p}
-    for k, want in GRPO_KEYS.items():
-        v = out[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)) or v < 0:
-            raise ValueError(f"{where}.{k}: must be a non-negative {want.__name__}, got {v!r}")
-        out[k] = want(v)
+    out = {**DEFAULT_GRPO, **check_section(p, GRPO_KEYS, where)}
+    out = {k: want(out[k]) for k, want in GRPO_KEYS.items()}
     for k in ("steps", "prompts_per_step", "train_tasks", "logging_steps", "grad_accum"):
         if out[k] < 1:
             raise ValueError(f"{where}.{k}: must be at least 1, got {out[k]!r}")
@@ -83,18 +74,7 @@ GRPO_EVAL_KEYS = {"tasks": int, "samples": int, "temperature": float, "max_new_t
 
 def check_grpo_eval(p: Mapping[str, Any], where: str = "grpo_eval") -> dict[str, Any]:
     """Validate the before/after evaluation parameters (``max_new_tokens`` 0: solve's default budget)."""
-    if not isinstance(p, Mapping):
-        raise ValueError(f"{where}: must be a mapping, got {type(p).__name__}")
-    unknown = set(p) - set(GRPO_EVAL_KEYS)
-    if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(GRPO_EVAL_KEYS)})")
-    missing = set(GRPO_EVAL_KEYS) - set(p)
-    if missing:
-        raise ValueError(f"{where}.{sorted(missing)[0]}: required")
-    for k, want in GRPO_EVAL_KEYS.items():
-        v = p[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)) or v < 0:
-            raise ValueError(f"{where}.{k}: must be a non-negative {want.__name__}, got {v!r}")
+    p = check_section(p, GRPO_EVAL_KEYS, where, required=True)
     if p["tasks"] < 1 or p["samples"] < 1:
         raise ValueError(f"{where}: tasks and samples must be at least 1")
     return dict(p)

@@ -204,3 +204,32 @@ def stage_parameters(params: Mapping[str, Any], notebook: str | os.PathLike) -> 
     """The entries of ``params`` that ``notebook`` declares, in file order."""
     names = notebook_parameters(notebook)
     return {k: v for k, v in params.items() if k in names}
+
+
+def check_section(section: Any, keys: Mapping[str, type], where: str, *, required: bool = False) -> dict[str, Any]:
+    """Check one parameter dict used by a library function (``sft``, ``grpo``, ``sft_eval`` ...).
+
+    ``keys`` maps each known key to ``int``, ``float`` or ``bool``: an unknown key, a missing one
+    (with ``required``), a wrong type (a bool is never a number, an int is fine for a float) or a
+    negative number is an error naming ``where.key``. Returns the dict, copied.
+    """
+    if not isinstance(section, Mapping):
+        raise ValueError(f"{where}: must be a mapping, got {type(section).__name__}")
+    unknown = set(section) - set(keys)
+    if unknown:
+        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(keys)})")
+    if required:
+        missing = set(keys) - set(section)
+        if missing:
+            raise ValueError(f"{where}.{sorted(missing)[0]}: required")
+    for k, v in section.items():
+        want = keys[k]
+        if want is bool:
+            ok = isinstance(v, bool)
+        else:
+            ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and (want is float or isinstance(v, int))
+                  and v >= 0)
+        if not ok:
+            raise ValueError(f"{where}.{k}: must be a{'' if want is bool else ' non-negative'} {want.__name__}, "
+                             f"got {v!r}")
+    return dict(section)

@@ -39,32 +39,19 @@ from typing import Any
 
 import torch
 
-SFT_KEYS = {"batch_size": int, "lr": float, "epochs": float, "max_steps": int, "warmup_ratio": float,
-            "weight_decay": float, "logging_steps": int, "eval_steps": int, "save_steps": int, "grad_accum": int}
+from .params import check_section
+from .training import HPARAM_KEYS, trainer_fields
+
+SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_FULL = ["embed_tokens", "lm_head"]
 ACCELERATE_DIR = Path(__file__).resolve().parents[1] / "params" / "accelerate"
 
 
-def _check(h: dict[str, Any], keys: dict[str, type], where: str) -> dict[str, Any]:
-    if not isinstance(h, dict):
-        raise ValueError(f"{where}: must be a mapping, got {type(h).__name__}")
-    unknown = set(h) - set(keys)
-    if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(keys)})")
-    for k, v in h.items():
-        want = keys[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
-            raise ValueError(f"{where}.{k}: must be {want.__name__}, got {v!r}")
-        if v < 0:
-            raise ValueError(f"{where}.{k}: must be non-negative, got {v!r}")
-    return h
-
-
 def check_sft(h: dict[str, Any], where: str = "sft") -> dict[str, Any]:
     """Validate trainer hyperparameters (unknown keys and wrong types name the key)."""
-    _check(h, SFT_KEYS, where)
+    check_section(h, SFT_KEYS, where)
     if h.get("batch_size", 1) < 1:
         raise ValueError(f"{where}.batch_size: must be at least 1")
     return h
@@ -73,7 +60,7 @@ def check_sft(h: dict[str, Any], where: str = "sft") -> dict[str, Any]:
 def check_lora(lora: dict[str, Any] | None, where: str = "sft_lora") -> dict[str, Any] | None:
     if lora is None:
         return None
-    _check(lora, LORA_KEYS, where)
+    check_section(lora, LORA_KEYS, where)
     if lora.get("dropout", 0.0) >= 1:
         raise ValueError(f"{where}.dropout: must be below 1, got {lora['dropout']!r}")
     return lora
@@ -84,34 +71,10 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
     from trl import SFTConfig
 
     check_sft(h)
-    cuda = torch.cuda.is_available()
-    eval_steps = h.get("eval_steps", 0) if evaluate else 0
     return SFTConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=h.get("batch_size", 16),
-        per_device_eval_batch_size=h.get("batch_size", 16),
-        gradient_accumulation_steps=h.get("grad_accum", 1),
-        learning_rate=h.get("lr", 1e-3),
-        num_train_epochs=h.get("epochs", 1.0),
-        max_steps=h.get("max_steps", 0) or -1,
-        warmup_steps=h.get("warmup_ratio", 0.05),  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=h.get("weight_decay", 0.0),
-        lr_scheduler_type="cosine",
-        logging_steps=h.get("logging_steps", 10),
-        eval_strategy="steps" if eval_steps else "no",
-        eval_steps=eval_steps or None,
-        save_strategy="steps",
-        save_steps=h.get("save_steps", 500),
-        save_total_limit=1,
-        bf16=cuda,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        **trainer_fields(h, output_dir, seed, batch_size=16, eval_steps=h.get("eval_steps", 0) if evaluate else 0),
         **{_checkpointing_field(SFTConfig): False},  # tiny policies: recomputation costs more than it saves
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
-        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
         # the sequences are final: used as given
         max_length=None,
         packing=False,

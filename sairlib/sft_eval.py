@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .modes import MODES
+from .params import check_section
 
 SFT_EVAL_KEYS = {"val_fraction": float, "tasks": int, "samples": int, "temperature": float, "max_new_tokens": int,
                  "unmasked_twin": bool}
@@ -17,15 +18,7 @@ SFT_EVAL_KEYS = {"val_fraction": float, "tasks": int, "samples": int, "temperatu
 
 def check_sft_eval(p: dict[str, Any], where: str = "sft_eval") -> dict[str, Any]:
     """Validate the evaluation parameters of notebook 03 (unknown keys and wrong types name the key)."""
-    unknown = set(p) - set(SFT_EVAL_KEYS)
-    if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(SFT_EVAL_KEYS)})")
-    for k, v in p.items():
-        want = SFT_EVAL_KEYS[k]
-        ok = isinstance(v, bool) if want is bool else (not isinstance(v, bool) and isinstance(v, (int, float))
-                                                        and (want is float or isinstance(v, int)) and v >= 0)
-        if not ok:
-            raise ValueError(f"{where}.{k}: must be a non-negative {want.__name__}, got {v!r}")
+    check_section(p, SFT_EVAL_KEYS, where)
     if not 0 <= p.get("val_fraction", 0.0) < 1:
         raise ValueError(f"{where}.val_fraction: must be in [0, 1), got {p['val_fraction']!r}")
     if p.get("samples", 1) < 1 or p.get("tasks", 1) < 1:

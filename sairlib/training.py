@@ -15,30 +15,28 @@ import torch
 from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from .params import check_section
+
 HPARAM_KEYS = {"batch_size": int, "lr": float, "epochs": float, "max_steps": int, "warmup_ratio": float,
                "weight_decay": float, "logging_steps": int, "eval_steps": int, "save_steps": int,
                "grad_accum": int}
 
 
 def check_hparams(h: dict[str, Any], where: str = "train") -> dict[str, Any]:
-    unknown = set(h) - set(HPARAM_KEYS)
-    if unknown:
-        raise ValueError(f"{where}.{sorted(unknown)[0]}: unknown key (known: {', '.join(HPARAM_KEYS)})")
-    for k, v in h.items():
-        want = HPARAM_KEYS[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (want is int and not isinstance(v, int)):
-            raise ValueError(f"{where}.{k}: must be {want.__name__}, got {v!r}")
-        if v < 0:
-            raise ValueError(f"{where}.{k}: must be non-negative, got {v!r}")
+    check_section(h, HPARAM_KEYS, where)
     return h
 
 
-def training_arguments(h: dict[str, Any], out_dir: str | Path, seed: int) -> TrainingArguments:
+def trainer_fields(h: dict[str, Any], out_dir: str | Path, seed: int, *, batch_size: int = 32,
+                   eval_steps: int | None = None) -> dict[str, Any]:
+    """``TrainingArguments`` fields from the hyperparameters ``h`` (shared by pretraining and SFT's
+    ``SFTConfig``): cosine schedule, bf16 and the fused optimizer on CUDA, seeded, no reporting."""
     cuda = torch.cuda.is_available()
-    return TrainingArguments(
+    eval_steps = h.get("eval_steps") if eval_steps is None else eval_steps
+    return dict(
         output_dir=str(out_dir),
-        per_device_train_batch_size=h.get("batch_size", 32),
-        per_device_eval_batch_size=h.get("batch_size", 32),
+        per_device_train_batch_size=h.get("batch_size", batch_size),
+        per_device_eval_batch_size=h.get("batch_size", batch_size),
         gradient_accumulation_steps=h.get("grad_accum", 1),
         learning_rate=h.get("lr", 1e-3),
         num_train_epochs=h.get("epochs", 1.0),
@@ -47,8 +45,8 @@ def training_arguments(h: dict[str, Any], out_dir: str | Path, seed: int) -> Tra
         weight_decay=h.get("weight_decay", 0.0),
         lr_scheduler_type="cosine",
         logging_steps=h.get("logging_steps", 10),
-        eval_strategy="steps" if h.get("eval_steps") else "no",
-        eval_steps=h.get("eval_steps") or None,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps or None,
         save_strategy="steps",
         save_steps=h.get("save_steps", 500),
         save_total_limit=1,
@@ -59,8 +57,11 @@ def training_arguments(h: dict[str, Any], out_dir: str | Path, seed: int) -> Tra
         data_seed=seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
-        remove_unused_columns=True,
     )
+
+
+def training_arguments(h: dict[str, Any], out_dir: str | Path, seed: int) -> TrainingArguments:
+    return TrainingArguments(**trainer_fields(h, out_dir, seed), remove_unused_columns=True)
 
 
 def train_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, hparams: dict[str, Any],

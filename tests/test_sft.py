@@ -23,12 +23,7 @@ from sairlib.world_setup import build_tokenizers
 CODEC, TOK, _ = build_tokenizers(WorldConfig(), 16, 64, 20, 10, 0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_policy(seed: int = 0) -> Policy:
