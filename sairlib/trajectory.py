@@ -185,15 +185,34 @@ def dataset_features() -> Any:
 
 def to_dataset(trajectories: Iterable[Trajectory]) -> Any:
     """An HF ``Dataset`` of trajectories (images become PNG-encoded ``Image`` features)."""
-    from datasets import Dataset
-    from PIL import Image as PILImage
-
     rows = []
     for t in trajectories:
         r = t.to_record()
-        r["images"] = [PILImage.fromarray(im) for im in r["images"]]
-        r["input_images"] = [PILImage.fromarray(im) for im in r["input_images"]]
+        r["images"] = [_image_cell(png_bytes(im)) for im in r["images"]]
+        r["input_images"] = [_image_cell(png_bytes(im)) for im in r["input_images"]]
         rows.append(r)
+    return _dataset(rows)
+
+
+def records_to_dataset(records: Iterable[dict[str, Any]], directory: str | Path) -> Any:
+    """The :func:`to_dataset` of stored JSON records (:func:`trajectory_to_json`), built from the PNG
+    files under ``directory`` as they are: nothing is decoded or encoded again."""
+    d, rows = Path(directory), []
+    for rec in records:
+        r = dict(rec)
+        r["images"] = [_image_cell((d / q).read_bytes()) for q in rec.get("images", [])]
+        r["input_images"] = [_image_cell((d / q).read_bytes()) for q in rec.get("input_images", [])]
+        rows.append(r)
+    return _dataset(rows)
+
+
+def _image_cell(png: bytes) -> dict[str, Any]:
+    return {"bytes": png, "path": None}  # an ``Image`` feature's encoded form
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
     if not rows:
         return Dataset.from_dict({k: [] for k in dataset_features()}, features=dataset_features())
     return Dataset.from_list(rows, features=dataset_features())
@@ -205,11 +224,20 @@ def from_dataset(ds: Any) -> list[Trajectory]:
 
 
 # ---------------------------------------------------------------- JSON Lines + PNG
-def _png(path: Path, im: np.ndarray) -> None:
+def png_bytes(im: np.ndarray) -> bytes:
+    """An RGB uint8 image as PNG file bytes."""
+    import io
+
     from PIL import Image as PILImage
 
+    buf = io.BytesIO()
+    PILImage.fromarray(im).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png(path: Path, im: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(im).save(path)
+    path.write_bytes(png_bytes(im))
 
 
 def _safe(name: str) -> str:

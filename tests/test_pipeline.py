@@ -217,3 +217,42 @@ def test_analyzer_processes_give_the_same_dataset(tmp_path):
     b = build_trajectories_parallel(tasks, pooled, tmp_path / "b", 0, progress=False)
     assert [(t.id, t.mode, t.kinds, t.scores, t.decisions) for t in a] == \
            [(t.id, t.mode, t.kinds, t.scores, t.decisions) for t in b]
+
+
+def test_admission_order_changes_when_not_what(tmp_path):
+    from sairlib.pipeline.escalation import admission_order
+
+    tasks = make_tasks(30, "train", 12)
+    order = admission_order(tasks)
+    assert sorted(order) == list(range(30))
+    cx = [tasks[i].complexity for i in order]
+    assert cx == sorted(cx, reverse=True)
+    assert all(order[k] < order[k + 1] for k in range(29) if cx[k] == cx[k + 1])  # ties keep task order
+    assert admission_order(tasks, "given") == list(range(30))
+    with pytest.raises(ValueError, match="admission"):
+        admission_order(tasks, "shortest_first")
+    runs = {}
+    for adm in ("given", "complex_first"):
+        b = Backends(WorldAnalyzer(), direct=WorldGenerator(capacity=2), redraw=WorldGenerator(capacity=2))
+        runs[adm] = build_trajectories(tasks, b, tmp_path / adm, seed=0, progress=False, admission=adm)
+    strip = lambda t: {k: v for k, v in t.to_record().items() if k not in ("images", "input_images")}
+    assert [strip(t) for t in runs["given"]] == [strip(t) for t in runs["complex_first"]]
+
+
+def test_returned_trajectories_equal_the_stored_ones_and_timing_is_written(tmp_path):
+    tasks = make_tasks(20, "train", 13)
+    ts, _ = _build(tmp_path, tasks, WorldGenerator(capacity=2), WorldGenerator(capacity=2))
+    stored = {t.id: t for t in load_jsonl(tmp_path)}
+    for t in ts:  # made in this run and returned from memory: the same as read back from the store
+        s = stored[t.id]
+        assert t.to_record().keys() == s.to_record().keys()
+        assert {k: v for k, v in t.to_record().items() if k not in ("images", "input_images")} == \
+               {k: v for k, v in s.to_record().items() if k not in ("images", "input_images")}
+        assert all(np.array_equal(x, y) for x, y in zip(t.images, s.images))
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["tasks"] == 20 and timing["resumed"] == 0 and timing["finished_by_tenth"][-1] == 20
+    assert timing["backends"]["draw"]["direct"]["requests"] >= 20
+    assert timing["backends"]["analyzer"]["assess"]["calls"] >= 20
+    again, _ = _build(tmp_path, tasks, WorldGenerator(capacity=2), WorldGenerator(capacity=2))  # all resumed
+    assert json.loads((tmp_path / "timing.json").read_text())["resumed"] == 20
+    assert [t.to_record()["segment_texts"] for t in again] == [t.to_record()["segment_texts"] for t in ts]

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..metrics import to_json
 from ..world import WorldAnalyzer, WorldConfig, make_tasks
 from .build import build_trajectories
-from .escalation import Backends, EscalationConfig
+from .escalation import ADMISSIONS, Backends, EscalationConfig
 from .generators import make_generator
 from .summary import summarise_trajectories
 
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=512)
     p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--admission", default="complex_first", choices=ADMISSIONS,
+                   help="order in which tasks enter (results do not depend on it)")
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     policy = None
@@ -58,10 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = Backends(WorldAnalyzer(), direct=gens[0], redraw=gens[1], config=EscalationConfig(max_rounds=a.max_rounds),
                  max_batch=a.max_batch)
     tasks = make_tasks(a.tasks, "train", a.seed + 101, cfg=WorldConfig())
+    t0 = time.perf_counter()
     ts = build_trajectories(tasks, b, a.out, a.seed, concurrency=a.concurrency, progress=False,
-                            provenance={"direct": gens[0].name, "redraw": gens[1].name, "seed": a.seed})
+                            provenance={"direct": gens[0].name, "redraw": gens[1].name, "seed": a.seed},
+                            admission=a.admission)
+    wall = time.perf_counter() - t0
     s = summarise_trajectories(ts)
-    print(to_json({k: s[k] for k in ("n_tasks", "kept", "discarded", "errors", "modes")}))
+    print(to_json({"wall_s": round(wall, 2), **{k: s[k] for k in ("n_tasks", "kept", "discarded", "errors", "modes")}}))
     return 0
 
 

@@ -13,6 +13,7 @@ request fails alone::
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
 Req = TypeVar("Req")
@@ -30,6 +31,7 @@ class Batcher(Generic[Req, Res]):
         self.fn, self.max_batch, self.max_wait_s = fn, max_batch, float(max_wait_s)
         self.pending: list[tuple[Req, asyncio.Future]] = []
         self.batches: list[int] = []  # sizes of the batched calls made
+        self.busy_s = 0.0             # seconds spent inside ``fn``
         self._worker: asyncio.Task | None = None
 
     async def __call__(self, req: Req) -> Res:
@@ -41,11 +43,24 @@ class Batcher(Generic[Req, Res]):
         return await fut
 
     async def _call(self, reqs: list[Req]) -> list[Any]:
-        out = await asyncio.get_running_loop().run_in_executor(None, self.fn, reqs)
+        out = await asyncio.get_running_loop().run_in_executor(None, self._timed, reqs)
         out = list(out)
         if len(out) != len(reqs):
             raise RuntimeError(f"backend returned {len(out)} results for {len(reqs)} requests")
         return out
+
+    def _timed(self, reqs: list[Req]) -> Sequence[Res]:
+        t0 = time.perf_counter()
+        try:
+            return self.fn(reqs)
+        finally:
+            self.busy_s += time.perf_counter() - t0
+
+    def stats(self) -> dict[str, Any]:
+        """Batched calls made, requests, mean batch size and seconds inside ``fn``."""
+        n = len(self.batches)
+        return {"calls": n, "requests": sum(self.batches), "mean_batch": round(sum(self.batches) / max(n, 1), 1),
+                "busy_s": round(self.busy_s, 2)}
 
     async def _drain(self) -> None:
         while self.pending:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -75,6 +76,7 @@ class Backends:
     max_wait_s: float = 0.0
     analyzer_workers: int = 0
     calls: dict[str, int] = field(default_factory=lambda: {"draw": 0, "analyzer": 0, "retries": 0})
+    analyzer_s: dict[str, list] = field(default_factory=dict)  # method -> [calls, seconds awaited]
 
     def __post_init__(self) -> None:
         self._batchers = {"direct": Batcher(self.direct.draw, self.max_batch, self.max_wait_s),
@@ -107,7 +109,23 @@ class Backends:
         self.calls["draw"] += 1
         return await self._retry(f"{which} draw", lambda: self._batchers[which](req), errors)
 
+    def stats(self) -> dict[str, Any]:
+        """Where the time went: each generator's batched calls and busy seconds, and each analyzer
+        method's calls and seconds awaited (queueing for a worker included)."""
+        return {"draw": {k: b.stats() for k, b in self._batchers.items()},
+                "analyzer": {m: {"calls": n, "awaited_s": round(t, 2)} for m, (n, t) in sorted(self.analyzer_s.items())},
+                "calls": dict(self.calls)}
+
     async def ask(self, method: str, errors: list[str], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await self._ask(method, errors, *args)
+        finally:
+            n_t = self.analyzer_s.setdefault(method, [0, 0.0])
+            n_t[0] += 1
+            n_t[1] += time.perf_counter() - t0
+
+    async def _ask(self, method: str, errors: list[str], *args: Any) -> Any:
         self.calls["analyzer"] += 1
         native = getattr(self.analyzer, "a" + method, None)  # a remote judge's own coroutine: requests overlap
         if self._pool is None and native is not None and asyncio.iscoroutinefunction(native):
@@ -247,14 +265,37 @@ async def _escalate(x: X2IInput, b: Backends, seed: int, base: dict[str, Any], d
     return kept("multistep", segs, final)
 
 
+ADMISSIONS = ("complex_first", "given")
+
+
+def admission_order(tasks: Sequence[X2IInput], admission: str = "complex_first") -> list[int]:
+    """The order in which tasks enter the pipeline: indices into ``tasks``.
+
+    ``"complex_first"`` (default): by descending ``complexity`` (ties keep task order). Complex
+    requests escalate through the longest chains (reflection rounds, then many plan steps, each a
+    round trip to the generator), so admitting them first keeps the batches full while they run
+    instead of leaving a tail of half-empty batches at the end (longest-processing-time-first
+    scheduling). ``"given"``: task order. The order changes only when each trajectory is made,
+    never what it holds: every draw is seeded by its task.
+    """
+    if admission not in ADMISSIONS:
+        raise ValueError(f"admission: must be one of {ADMISSIONS}, got {admission!r}")
+    if admission == "given":
+        return list(range(len(tasks)))
+    return sorted(range(len(tasks)), key=lambda i: -tasks[i].complexity)
+
+
 async def escalate_all(tasks: Sequence[X2IInput], b: Backends, seed: int, concurrency: int,
-                       on_done: Callable[[int, Trajectory], None], provenance: dict[str, Any] | None = None) -> None:
-    """Escalate every task with at most ``concurrency`` in flight; ``on_done(index, trajectory)`` as each ends."""
-    sem = asyncio.Semaphore(max(1, concurrency))
+                       on_done: Callable[[int, Trajectory], None], provenance: dict[str, Any] | None = None,
+                       admission: str = "complex_first") -> None:
+    """Escalate every task with at most ``concurrency`` in flight, admitted in :func:`admission_order`;
+    ``on_done(index, trajectory)`` as each ends (``index`` into ``tasks``)."""
+    order = admission_order(tasks, admission)
+    sem = asyncio.Semaphore(max(1, concurrency))  # FIFO: waiters enter in the order they were created
 
     async def one(i: int, x: X2IInput) -> None:
         async with sem:
             t = await escalate(x, b, seed, provenance)
         on_done(i, t)
 
-    await asyncio.gather(*(one(i, x) for i, x in enumerate(tasks)))
+    await asyncio.gather(*(one(i, tasks[i]) for i in order))
