@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from .params import check_section
-from .training import HPARAM_KEYS, trainer_fields
+from .training import HPARAM_KEYS, pad_multiple, trainer_fields
 
 SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
@@ -79,6 +79,7 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
         max_length=None,
         packing=False,
         padding_free=False,
+        pad_to_multiple_of=pad_multiple(),
         completion_only_loss=False,
         assistant_only_loss=False,
         shuffle_dataset=False,
@@ -204,7 +205,7 @@ def run_job(job: SFTJob) -> SFTRun:
 
     from .policy import Policy
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU ranks: one gloo group
     with state.main_process_first():
         last = _prepare_output(job, state.is_main_process)
     policy = Policy.load(job.base_dir)
@@ -232,7 +233,12 @@ def run_job(job: SFTJob) -> SFTRun:
 
 
 def accelerate_command(job_path: str | Path, processes: int, config: str | Path | None = None) -> list[str]:
-    """The ``accelerate launch`` command line running ``job_path`` on ``processes`` processes."""
+    """The command line running ``job_path`` on ``processes`` processes: ``accelerate launch`` with
+    ``config`` on GPUs; on CPU, ``torchrun`` for more than one process (accelerate launches a single
+    process with ``--cpu``), whose ranks join one gloo group (the CPU check of the DDP path)."""
+    if not torch.cuda.is_available() and processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                "--master_port", str(_free_port()), "-m", "sairlib.sft_launch", str(job_path)]
     if config is None:
         config = ACCELERATE_DIR / ("multi_gpu.yaml" if processes > 1 else "single_gpu.yaml")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
@@ -240,6 +246,14 @@ def accelerate_command(job_path: str | Path, processes: int, config: str | Path 
     if not torch.cuda.is_available():
         cmd.append("--cpu")
     return cmd + ["-m", "sairlib.sft_launch", str(job_path)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def launch_sft(job: SFTJob, processes: int | None = None, accelerate_config: str | Path | None = None,
