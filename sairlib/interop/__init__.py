@@ -5,7 +5,8 @@
 - :mod:`sairlib.interop.export`: our trajectories written as ShareGPT-style conversations with
   image lists, or as OpenAI-style messages, images as PNG files referenced by path.
 - :mod:`sairlib.interop.janus` (imported on its own; needs torch): Janus as a unified policy, with
-  its own VQ codec, image-token generation and the selective loss over interleaved trajectories.
+  its own VQ codec, constrained interleaved generation, the selective loss, ``sft`` and
+  ``grpo_step``; :mod:`sairlib.interop.emu3` the same for Emu3 (image codes in the text vocabulary).
 
     from sairlib.interop import load_authors_results, export_sharegpt, export_openai_messages
     trajs = load_authors_results("their_outputs/")
