@@ -26,10 +26,10 @@ HEADLINE: tuple[str, ...] = ("geneval", "kris", "omni", "avg_images")
 KRIS_GROUPS: tuple[str, ...] = ("Factual", "Conceptual", "Procedural")
 SCALE: dict[str, float] = {"geneval": 1.0, "kris": 100.0, "omni": 10.0}
 
-# The paper's published numbers, copied by hand from arXiv 2605.14709 (Tables 1 and 2) for
-# reference beside ours. The paper could not be consulted when this was written, so the table
-# is empty: fill it as {"<configuration id>": {"geneval": x, "kris": x, "omni": x,
-# "avg_images": x}} from the paper itself, never from memory. Empty cells show as "n/a".
+# The paper's published numbers (arXiv 2605.14709, Tables 1 and 2) for reference beside ours:
+# only those we have a source for (PAPER_SOURCE); the paper's own tables could not be consulted.
+# Add cells as {"<configuration id>": {"geneval": x, "kris": x, "omni": x, "avg_images": x}}
+# from the paper itself, never from memory. Cells without a number show as "n/a".
 PAPER_SOURCE = ("arXiv 2605.14709 as quoted in this project's issues (average images: SFT only 2.45, "
                 "SFT + RL 1.56, without the complexity penalty 2.73) and a public leaderboard listing of "
                 "the method (KRIS-Bench overall 80.18); the rest of Tables 1-2 is not transcribed yet")
