@@ -36,6 +36,7 @@ class StageView:
     name: str
     status: str
     wall_s: float | None
+    peak_mb: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     failure: dict[str, Any] | None = None
     html: str | None = None  # link relative to the run folder
@@ -71,6 +72,7 @@ def _stage_view(run_dir: Path, name: str, status: str | None, wall_s: float | No
         status = "failed" if failure else "complete" if complete else "not run"
     if wall_s is None:
         wall_s = (failure or {}).get("wall_s") if status == "failed" else run_block.get("wall_s")
+    peak_mb = ((failure or {}) if status == "failed" else run_block).get("peak_mb")
     links = {}
     for suffix in ("html", "ipynb"):
         if (stage_dir / f"{name}.{suffix}").exists():
@@ -79,6 +81,7 @@ def _stage_view(run_dir: Path, name: str, status: str | None, wall_s: float | No
         name=name,
         status=status,
         wall_s=wall_s,
+        peak_mb=peak_mb,
         metrics={k: v for k, v in metrics.items() if k != RUN_KEY} if complete else {},
         failure=failure if status == "failed" else None,
         html=links.get("html"),
@@ -154,11 +157,12 @@ def summary_section(run: RunView) -> str:
 
 def stages_section(run: RunView) -> str:
     rows = [
-        (s.name, s.status, s.wall_s, link(s.html, "HTML"), link(s.ipynb, "notebook"))
+        (s.name, s.status, s.wall_s, None if s.peak_mb is None else round(s.peak_mb / 1024, 2),
+         link(s.html, "HTML"), link(s.ipynb, "notebook"))
         for s in run.stages
     ]
     return "<h2>Stages</h2>" + table(
-        ("stage", "status", "wall s", "report", "executed"), rows, raw_columns=(3, 4)
+        ("stage", "status", "wall s", "peak memory GiB", "report", "executed"), rows, raw_columns=(4, 5)
     )
 
 

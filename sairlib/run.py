@@ -49,6 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sairlib.memory import PeakMemory
 from sairlib.metrics import METRICS_FILE, RUN_KEY, read_json, write_json, write_text
 from sairlib.params import RESERVED, ParamsError, load_params, notebook_parameters
 from sairlib.report import FAILED_FILE, RUN_FILE, write_index
@@ -73,6 +74,7 @@ class Stage:
     params_hash: str = ""
     status: str = NOT_RUN
     wall_s: float | None = None
+    peak_mb: float | None = None  # peak resident memory of the stage's processes (sairlib.memory)
 
 
 def _now() -> str:
@@ -220,22 +222,25 @@ def run_stage(stage: Stage, run_dir: Path, root: Path, seed: Any) -> bool:
     passed = {**stage.params, "run_dir": str(run_dir), "stage_dir": str(stage.stage_dir)}
     error: BaseException | None = None
     start = time.perf_counter()
+    peak = PeakMemory()
     try:
-        papermill.execute_notebook(
-            str(stage.notebook),
-            str(out_ipynb),
-            parameters=passed,
-            kernel_name=KERNEL,
-            cwd=str(root),
-            log_output=False,
-            progress_bar=False,
-            # the kernel's own log (TCP transport notice, shutdown interrupts) is noise here;
-            # errors in cells are reported from the executed notebook
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
+        with peak:
+            papermill.execute_notebook(
+                str(stage.notebook),
+                str(out_ipynb),
+                parameters=passed,
+                kernel_name=KERNEL,
+                cwd=str(root),
+                log_output=False,
+                progress_bar=False,
+                # the kernel's own log (TCP transport notice, shutdown interrupts) is noise here;
+                # errors in cells are reported from the executed notebook
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
     except Exception as e:  # papermill errors, dead kernels, timeouts
         error = e
     stage.wall_s = round(time.perf_counter() - start, 3)
+    stage.peak_mb = peak.peak_mb
     if out_ipynb.exists():
         try:
             render_html(out_ipynb, stage.notebook.parent)
@@ -250,6 +255,7 @@ def run_stage(stage: Stage, run_dir: Path, root: Path, seed: Any) -> bool:
         "seed": seed,
         "provenance": provenance(root),
         "wall_s": stage.wall_s,
+        "peak_mb": stage.peak_mb,
         "notebook_sha256": stage.notebook_sha256,
         "finished_at": _now(),
     }
@@ -315,7 +321,8 @@ def run_chain(
     }
 
     def save_run_info() -> None:
-        info["stages"] = [{"name": s.name, "status": s.status, "wall_s": s.wall_s} for s in stages]
+        info["stages"] = [{"name": s.name, "status": s.status, "wall_s": s.wall_s, "peak_mb": s.peak_mb}
+                          for s in stages]
         write_json(run_dir / RUN_FILE, info)
 
     print(f"run {run_id}: {len(selected)} of {len(stages)} stages -> {run_dir}", flush=True)
@@ -327,7 +334,8 @@ def run_chain(
             if stage.name in selected:
                 if not force and is_complete(stage):
                     stage.status = SKIPPED
-                    stage.wall_s = _run_block(stage.stage_dir).get("wall_s")
+                    block = _run_block(stage.stage_dir)
+                    stage.wall_s, stage.peak_mb = block.get("wall_s"), block.get("peak_mb")
                     print(f"[{stage.name}] skipped: complete with these inputs", flush=True)
                 else:
                     print(f"[{stage.name}] running ...", flush=True)
@@ -335,7 +343,8 @@ def run_chain(
                     save_run_info()
                     ok = run_stage(stage, run_dir, root, params.get("seed"))
                     stage.status = COMPLETE if ok else FAILED
-                    print(f"[{stage.name}] {stage.status} in {stage.wall_s:.1f} s", flush=True)
+                    print(f"[{stage.name}] {stage.status} in {stage.wall_s:.1f} s, "
+                          f"peak memory {stage.peak_mb / 1024:.2f} GiB", flush=True)
                     if not ok:
                         status = EXIT_FAILED
                         break

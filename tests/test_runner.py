@@ -92,6 +92,12 @@ def test_first_run_writes_results(first_run):
         executed = json.loads((run_dir / stage / f"{stage}.ipynb").read_text())
         assert any(c.get("execution_count") for c in executed["cells"])
     assert "[00_first] running" in proc.stdout and "[01_second] complete" in proc.stdout
+    # the kernel's peak memory: a Python kernel holds tens of MB at least, and far less than 4 GiB
+    info = json.loads((run_dir / "run.json").read_text())
+    for s in info["stages"]:
+        assert 20 < s["peak_mb"] < 4096, s
+    assert block["peak_mb"] == info["stages"][0]["peak_mb"]
+    assert "peak memory" in proc.stdout
 
 
 def test_index_escapes_metrics(first_run):
