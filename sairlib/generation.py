@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -279,22 +282,118 @@ def _forward_params(model: Any) -> tuple[str, bool]:
     return ("cache" if "cache" in params else "past_key_values"), "cache_position" in params
 
 
+CACHES: tuple[str, ...] = ("dynamic", "static", "compiled")
+_WIDTH_MULTIPLE = 128   # compiled decoding: cache length rounded up, so prompt widths share a graph
+_GRAPHS_PER_MODEL = 4   # compiled decoding: (rows, width) shapes kept per model (caches hold memory)
+_RECOMPILE_LIMIT = 64   # compiled decoding: distinct shapes before torch.compile stops (with an error)
+
+
+def _compile_options(device: torch.device) -> dict[str, Any]:
+    """torch.compile settings of the decode step: CUDA graphs on CUDA, plain inductor elsewhere."""
+    opts: dict[str, Any] = {"fullgraph": True, "dynamic": False}
+    if device.type == "cuda":
+        opts["mode"] = "reduce-overhead"
+    return opts
+
+
+class _CompiledStep:
+    """One compiled single-token forward over one reused ``StaticCache`` of ``rows x width`` slots.
+
+    Every input has a fixed shape (tokens ``[rows, 1]``, the full-width mask ``[rows, width]``,
+    positions ``[rows, 1]``, the cache slot ``[1]``), so the graph is traced once and, on CUDA,
+    replayed as a CUDA graph. The cache's tensors keep their addresses between calls (``reset``
+    zeroes them).
+    """
+
+    def __init__(self, model: Any, rows: int, width: int, device: torch.device) -> None:
+        self.rows, self.width, self.device, self.dtype = rows, width, device, _model_dtype(model)
+        self.cache = StaticCache(config=model.config, max_cache_len=width)
+        key, wants_cache_position = _forward_params(model)
+        cache = self.cache
+
+        def step(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+            extra: dict[str, Any] = {key: cache}
+            if wants_cache_position:
+                extra["cache_position"] = slot
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                         **extra)
+            return out.logits[:, -1, :].float()
+
+        self.fn = torch.compile(step, **_compile_options(device))
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's output is no longer read
+        patch = {"recompile_limit": _RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+        patch = {k: v for k, v in patch.items() if hasattr(torch._dynamo.config, k)}
+        skips = _cudagraph_skips()
+        try:
+            with torch._dynamo.config.patch(**patch):
+                logits = self.fn(ids, mask, pos, slot)
+        except Exception as e:  # never fall back to eager quietly
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise RuntimeError(f"cache='compiled': the compiled decode step failed ({type(e).__name__}: {first}); "
+                               "use cache='static' or 'dynamic'") from e
+        if self.device.type == "cuda" and _cudagraph_skips() > skips:
+            warnings.warn("cache='compiled': torch.compile did not capture the decode step as a CUDA graph "
+                          "(see TORCH_LOGS=perf_hints); it runs compiled but without graphs", RuntimeWarning,
+                          stacklevel=2)
+        return logits.clone()  # a CUDA graph's output buffer is overwritten by its next replay
+
+
+def _cudagraph_skips() -> int:
+    """How many times inductor declined to use CUDA graphs so far (0 where torch does not count it)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover
+        return 0
+    return int(counters["inductor"].get("cudagraph_skips", 0))
+
+
+_GRAPHS: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, int], _CompiledStep]]" = weakref.WeakKeyDictionary()
+
+
+def _compiled_step(model: Any, rows: int, width: int, device: torch.device) -> _CompiledStep:
+    """The model's compiled step for this shape, built on first use (least recently used dropped)."""
+    per_model = _GRAPHS.setdefault(model, OrderedDict())
+    key, dtype = (rows, width), _model_dtype(model)
+    if key not in per_model or (per_model[key].device, per_model[key].dtype) != (device, dtype):
+        per_model[key] = _CompiledStep(model, rows, width, device)  # new, or the model moved: a fresh cache
+        while len(per_model) > _GRAPHS_PER_MODEL:
+            per_model.popitem(last=False)
+    per_model.move_to_end(key)
+    return per_model[key]
+
+
+def decode_width(prompt_width: int, max_new_tokens: int, cache: str) -> int:
+    """KV-cache positions a chunk needs: exact, or rounded up to a multiple of 128 when compiled."""
+    need = prompt_width + max_new_tokens
+    return -(-need // _WIDTH_MULTIPLE) * _WIDTH_MULTIPLE if cache == "compiled" else need
+
+
 class _Decoder:
     """Runs the model over one KV cache: ``prefill`` the prompts, then ``step`` one token at a time.
 
     ``cache="dynamic"`` uses ``DynamicCache``; ``"static"`` preallocates a ``StaticCache`` of
-    ``max_len`` positions (the shape a compiled step needs). Both return float32 logits ``[N, V]``.
+    ``width`` positions; ``"compiled"`` reuses a ``StaticCache`` and a compiled step
+    (:class:`_CompiledStep`) per (rows, width), so the decode step has fixed shapes. All return
+    float32 logits ``[N, V]``.
     """
 
-    def __init__(self, model: Any, max_len: int, cache: str = "dynamic") -> None:
+    def __init__(self, model: Any, rows: int, width: int, cache: str, device: torch.device) -> None:
         self.model, self.seen = model, 0
         self.key, self.wants_cache_position = _forward_params(model)
+        self.compiled: _CompiledStep | None = None
         if cache == "dynamic":
             self.cache = DynamicCache(config=model.config)
         elif cache == "static":
-            self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+            self.cache = StaticCache(config=model.config, max_cache_len=width)
+        elif cache == "compiled":
+            self.compiled = _compiled_step(model, rows, width, device)
+            self.cache = self.compiled.cache
+            self.cache.reset()
         else:
-            raise ValueError(f"cache: must be 'dynamic' or 'static', got {cache!r}")
+            raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         extra: dict[str, Any] = {self.key: self.cache}
@@ -306,12 +405,20 @@ class _Decoder:
         return out.logits[:, -1, :].float()
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits after the whole (left-padded) prompts ``ids`` ``[N, L]``."""
+        """Logits after the whole (left-padded) prompts ``ids`` ``[N, L]`` (never compiled)."""
         return self._forward(ids, mask, pos)
 
-    def step(self, tokens: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits after one more token per row (``tokens`` ``[N]``, ``pos`` ``[N]``, ``mask`` ``[N, L+t]``)."""
-        return self._forward(tokens[:, None], mask, pos[:, None])
+    def step(self, tokens: torch.Tensor, full_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits after one more token per row (``tokens`` ``[N]``, ``pos`` ``[N]``).
+
+        ``full_mask`` ``[N, width]`` covers every cache slot; the eager caches see the slots
+        written so far, the compiled step all of them (later slots are hidden by causality).
+        """
+        if self.compiled is None:
+            return self._forward(tokens[:, None], full_mask[:, :self.seen + 1], pos[:, None])
+        slot = torch.arange(self.seen, self.seen + 1, device=tokens.device)
+        self.seen += 1
+        return self.compiled(tokens[:, None], full_mask, pos[:, None], slot)
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -353,8 +460,9 @@ def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: lis
     """Decode one chunk: completion ids ``[B, T]`` (pad after ``<eos>``) and forced flags ``[B, T]``."""
     rows = len(prompts)
     ids, mask, pos = _left_pad(prompts + (uncond or []), layout.pad, device)
-    full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], opt.max_new_tokens)], 1)
-    dec = _Decoder(model, ids.shape[1] + opt.max_new_tokens, opt.cache)
+    width = decode_width(ids.shape[1], opt.max_new_tokens, opt.cache)
+    full_mask = torch.cat([mask, mask.new_ones(mask.shape[0], width - ids.shape[1])], 1)
+    dec = _Decoder(model, ids.shape[0], width, opt.cache, device)
     logits = dec.prefill(ids, mask, pos)
     con = LayoutConstraint(layout, logits.shape[-1], device)
     state, pos = con.start(rows, opt.max_new_tokens, opt.start_in), pos[:, -1]
@@ -374,7 +482,7 @@ def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: lis
             break  # checking only every few steps lets the host queue steps ahead of the device
         pos = pos + 1
         feed = tok if logits.shape[0] == rows else torch.cat([tok, tok])
-        logits = dec.step(feed, full_mask[:, :ids.shape[1] + t + 1], pos)
+        logits = dec.step(feed, full_mask, pos)
     return torch.stack(out_ids, 1), torch.stack(out_forced, 1)
 
 
@@ -425,6 +533,13 @@ def _check_uncond(uncond_prompts: Any, n_prompts: int, cfg_scale: float, width: 
     return us
 
 
+def _model_dtype(model: Any) -> torch.dtype | None:
+    try:
+        return next(model.parameters()).dtype
+    except (StopIteration, AttributeError):
+        return None
+
+
 def _model_device(model: Any) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -456,7 +571,15 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
     ``seed``. ``batch_size`` splits the prompts into chunks of at most that many. With
     ``cfg_scale != 1`` and ``uncond_prompts``, image codes use classifier-free guidance. ``codec``
     (anything with ``decode(codes) -> image``) fills ``Generation.images``. ``cache`` is
-    ``"dynamic"`` (default) or ``"static"``. ``start_in`` (a text kind): every prompt ends with that
+    ``"dynamic"`` (default: ``DynamicCache``), ``"static"`` (a ``StaticCache``) or ``"compiled"``:
+    a ``StaticCache`` of prompt width + ``max_new_tokens`` rounded up to a multiple of 128, and the
+    one-token decode step compiled once with ``torch.compile(fullgraph=True, dynamic=False)``
+    (``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA; the prefill stays eager); every input of
+    the step has a fixed shape (the full-width attention mask, the cache slot as a tensor). Steps
+    and caches are kept per model for the last few (rows, width) shapes: the first call of a shape
+    compiles (seconds to a minute), later ones replay; a failed compile raises ``RuntimeError``
+    (never a quiet eager fallback). All modes give the same tokens (up to float rounding).
+    ``start_in`` (a text kind): every prompt ends with that
     segment's open tag and decoding continues inside it (e.g. asking for an evaluation); the
     parsed segments then include it. ``row_seeds`` (one int per prompt): sample each row with
     :func:`counter_exponential` noise keyed by its own seed instead of ``seed``'s generator, so a
@@ -466,8 +589,8 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
     ps = _check_ids("prompts", prompts, width)
     _check_numbers(max_new_tokens, temperature, top_k, top_p, batch_size)
     us = _check_uncond(uncond_prompts, len(ps), cfg_scale, width)
-    if cache not in ("dynamic", "static"):
-        raise ValueError(f"cache: must be 'dynamic' or 'static', got {cache!r}")
+    if cache not in CACHES:
+        raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
     if cfg_scale == 1.0:
         us = None  # guidance at scale 1 is the cond logits: skip the doubled batch
     if start_in is not None and start_in not in layout.open_tag:

@@ -193,6 +193,83 @@ def test_batch_size_and_static_cache_match(layout, model, prompts):
     assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="static")] == ref
 
 
+def test_compiled_decoding_matches_dynamic_and_compiles_once_per_shape(layout, stress_models, prompts):
+    """cache="compiled": the same tokens as the dynamic cache (greedy, per-row seeded sampling, CFG,
+    chunks), one traced graph per (rows, rounded width), and a shape seen before is replayed."""
+    from torch._dynamo.utils import counters
+
+    from sairlib.generation import _GRAPHS, decode_width
+
+    m = stress_models["boi"]  # starts images at once: guidance and the image rule both act
+    batch, seeds = prompts[:4], [11, 12, 13, 14]
+    uncond = [layout.prompt(".", [])] * 2
+    torch._dynamo.reset()
+    counters.clear()
+    cases = (({"temperature": 0}, batch), ({"row_seeds": seeds}, batch),
+             ({"temperature": 0, "cfg_scale": 3.0, "uncond_prompts": uncond}, batch[:2]))  # 2 x 2 rows
+    for kw, ps in cases:
+        ref = [g.ids for g in generate(m, layout, ps, 30, **kw)]
+        got = generate(m, layout, ps, 30, cache="compiled", **kw)
+        assert [g.ids for g in got] == ref, kw
+        assert all(g.parsed.ok for g in got)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 1  # one shape: 4 rows (CFG doubles 2 prompts), one rounded width
+    # other prompts of the same rows and rounded width: replayed, not traced again
+    other = prompts[4:8]
+    assert decode_width(max(map(len, other)), 30, "compiled") == decode_width(max(map(len, batch)), 30, "compiled")
+    ref = [g.ids for g in generate(m, layout, other, 30, temperature=0)]
+    assert [g.ids for g in generate(m, layout, other, 30, temperature=0, cache="compiled")] == ref
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert set(_GRAPHS[m]) == {(4, decode_width(max(map(len, batch)), 30, "compiled"))}
+
+
+class CompiledOlderSignature(torch.nn.Module):
+    """transformers 5.17's forward (``past_key_values`` + ``cache_position``), traceable by torch.compile.
+
+    It checks ``cache_position`` inside the graph: the widest prompt's position ids are the cache
+    slots, so a wrong slot turns the logits into NaN (and the tokens into the fallback ones)."""
+
+    def __init__(self, inner: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                cache_position=None, logits_to_keep=0):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=use_cache, logits_to_keep=logits_to_keep, **{CACHE_KW: past_key_values})
+        ok = (cache_position == position_ids.max(0).values).all()
+        out.logits = out.logits + torch.where(ok, 0.0, float("nan"))
+        return out
+
+
+def test_compiled_decoding_chunks_older_signature_and_loud_failure(layout, model, prompts):
+    """cache="compiled" with a smaller last chunk (another shape), with transformers 5.17's forward
+    arguments (cache slots checked in the graph), and a model that cannot be compiled whole: an error."""
+    batch = prompts[:6]
+    ref = [g.ids for g in generate(model, layout, batch, 20, temperature=0)]
+    got = generate(model, layout, batch, 20, temperature=0, cache="compiled", batch_size=4)  # 4 + 2 rows
+    assert [g.ids for g in got] == ref
+    assert [g.ids for g in generate(CompiledOlderSignature(model), layout, batch[:2], 20, temperature=0,
+                                    cache="compiled")] == ref[:2]
+    breaking = GraphBreaking(model)
+    with pytest.raises(RuntimeError, match="cache='compiled'"):  # a graph break: an error, not a quiet eager run
+        generate(breaking, layout, batch[:2], 5, temperature=0, cache="compiled")
+    assert breaking.calls == 1  # the eager prefill only: the failed step did not run eagerly instead
+
+
+class GraphBreaking(torch.nn.Module):
+    """A model whose forward cannot be traced whole (``fullgraph=True`` refuses it)."""
+
+    def __init__(self, inner: LlamaForCausalLM) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, 0
+
+    def forward(self, **kwargs):
+        self.calls += 1
+        torch._dynamo.graph_break()
+        return self.inner(**kwargs)
+
+
 def test_seed_determinism(layout, model, prompts):
     a = [g.ids for g in generate(model, layout, prompts, 40, seed=7)]
     assert a == [g.ids for g in generate(model, layout, prompts, 40, seed=7)]
@@ -360,6 +437,25 @@ def test_cuda_bf16_is_well_formed_and_seeded(layout, prompts):
     for g in a:
         assert_well_formed(layout, g, 50)
     for g in generate(m, layout, prompts, 50, temperature=0, cfg_scale=2.0, uncond_prompts=prompts[::-1]):
+        assert_well_formed(layout, g, 50)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_compiled_decoding_replays_cuda_graphs(layout, prompts):
+    """On CUDA, cache="compiled" (CUDA graphs): float32 greedy equals the dynamic cache, a bf16 rerun
+    of the same shape replays without compiling again and gives the same (well-formed) tokens."""
+    from torch._dynamo.utils import counters
+
+    m = biased(tiny_model(layout), [layout.boi], 3.0).to("cuda")
+    ref = [g.ids for g in generate(m, layout, prompts[:4], 40, temperature=0)]
+    assert [g.ids for g in generate(m, layout, prompts[:4], 40, temperature=0, cache="compiled")] == ref
+    m = m.to(torch.bfloat16)
+    a = generate(m, layout, prompts, 50, seed=5, cache="compiled")
+    graphs = counters["stats"]["unique_graphs"]
+    b = generate(m, layout, prompts, 50, seed=5, cache="compiled")
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert [g.ids for g in a] == [g.ids for g in b]
+    for g in a:
         assert_well_formed(layout, g, 50)
 
 
