@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each decoder (interleaved); median kept")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="small model and batch (CPU, < 1 min)")
+    p.add_argument("--profile", default="", choices=["", *MODES],
+                   help="after timing, profile one call of this mode and print its 15 costliest kernels")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rollout.json"))
     args = p.parse_args(argv)
     if args.quick:
@@ -186,6 +188,9 @@ def table(r: dict[str, Any]) -> str:
             ("generate, static cache tok/s", f"{r['static_cache_tok_s']:.0f}"),
             ("generate, compiled (CUDA graphs on GPU) tok/s", f"{r['compiled_tok_s']:.0f}"),
             ("  first call (compiles) s", f"{r['compiled_warmup_s']:.1f}"),
+            ("  compiled / HF generate", f"{r['compiled_speedup_vs_hf']:.2f}x"),
+            ("  compiled fraction of roofline", f"{r['compiled_fraction_of_roofline']:.3f}"),
+            ("  compiled well formed", f"{r['compiled_well_formed']:.3f}"),
             (f"best mode ({r['best_mode']}) tok/s", f"{r['tok_s']:.0f}"),
             ("  of which before <eos> tok/s", f"{r['useful_tok_s']:.0f}"),
             ("  without Layout.parse tok/s", f"{r['tok_s_without_parse']:.0f}"),
@@ -196,6 +201,20 @@ def table(r: dict[str, Any]) -> str:
             ("well formed", f"{r['well_formed']:.3f}"), ("torch / transformers", f"{r['torch']} / {r['transformers']}")]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def profile_top(model, layout, prompts, new_tokens, device, seed, mode: str, n: int = 15) -> list[dict[str, Any]]:
+    """The ``n`` operators with the most device time (self time) in one ``generate`` call of ``mode``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        run_constrained(model, layout, prompts, new_tokens, device, seed, mode)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=n))
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, attr, 0.0), reverse=True)[:n]
+    return [{"name": e.key, "calls": e.count, "self_us": getattr(e, attr, 0.0)} for e in rows]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -242,6 +261,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              well_formed=ok, **{f"{m}_well_formed": med[m][3] for m in MODES}, repeats=args.repeats,
              all_tok_s={m: [o[0] / o[2] for o in v] for m, v in runs.items()},
              all_hf_tok_s=[o[0] / o[1] for o in hf], torch=torch.__version__, transformers=transformers.__version__, quick=args.quick, **roof)
+    if args.profile:
+        r["profile"] = {"mode": args.profile,
+                        "top": profile_top(model, layout, prompts, args.new_tokens, device, args.seed, args.profile)}
     print(table(r))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
