@@ -15,8 +15,10 @@ text segment in its tags: ``E`` ``<eval> .. </eval>``, ``R`` ``<reflect> .. </re
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from typing import Any, Sequence
 
 import numpy as np
@@ -123,20 +125,21 @@ class Layout:
         """Read segments from completion ids (up to <eos>; padding after it is ignored)."""
         out = Parsed()
         open_kind = self._open_kind
-        i, ids = 0, [int(t) for t in ids]
+        i, ids = 0, list(map(int, ids))
+        lo, hi, tpi = self.code_lo, self.code_hi, self.tokens_per_image
         while i < len(ids):
             t = ids[i]
             if t == self.eos:
                 out.ended = True
                 return out
             if t == self.boi:
-                j = i + 1 + self.tokens_per_image
+                j = i + 1 + tpi
                 body = ids[i + 1:j]
-                if len(body) < self.tokens_per_image or any(not self.code_lo <= c < self.code_hi for c in body):
-                    return _bad(out, f"image at {i}: needs {self.tokens_per_image} image codes")
+                if len(body) < tpi or (body and (min(body) < lo or max(body) >= hi)):
+                    return _bad(out, f"image at {i}: needs {tpi} image codes")
                 if j >= len(ids) or ids[j] != self.eoi:
-                    return _bad(out, f"image at {i}: no <eoi> after {self.tokens_per_image} codes")
-                out.segments.append(Segment("G", codes=[c - self.code_lo for c in body]))
+                    return _bad(out, f"image at {i}: no <eoi> after {tpi} codes")
+                out.segments.append(Segment("G", codes=list(map(operator.sub, body, repeat(lo, tpi)))))
                 i = j + 1
                 continue
             if t in open_kind:
@@ -146,7 +149,7 @@ class Layout:
                 except ValueError:
                     return _bad(out, f"{kind} segment at {i}: not closed")
                 body = ids[i + 1:j]
-                if any(self._is_marker(c) for c in body):
+                if not self._marker_or_code.isdisjoint(body):
                     return _bad(out, f"{kind} segment at {i}: holds a tag or image code")
                 out.segments.append(Segment(kind, text=self.tokenizer.decode(body)))
                 i = j + 1
@@ -166,8 +169,9 @@ class Layout:
         return frozenset((self.boi, self.eoi, self.bos, self.eos, self.user, self.assistant,
                           *self.open_tag.values(), *self.close_tag.values()))
 
-    def _is_marker(self, t: int) -> bool:
-        return self.code_lo <= t < self.code_hi or t in self._markers
+    @cached_property
+    def _marker_or_code(self) -> frozenset[int]:
+        return self._markers | frozenset(range(self.code_lo, self.code_hi))
 
 
 def _bad(p: Parsed, why: str) -> Parsed:

@@ -30,6 +30,14 @@ def test_tokens_outside_segments_and_tags_inside_text_are_errors():
     assert "outside any segment" in L.parse([word]).error
     bad = [L.open_tag["E"], L.boi, L.close_tag["E"]]
     assert "holds a tag" in L.parse(bad).error
+    code = L.code_lo + 3  # an image code inside text
+    assert "holds a tag or image code" in L.parse([L.open_tag["E"], word, code, L.close_tag["E"]]).error
+    # a word, or a value just outside the code range, among an image's codes
+    for intruder in (word, L.code_lo - 1, L.code_hi):
+        ids = [L.boi, L.code_lo, intruder, L.code_lo + 1, L.code_lo + 2, L.eoi, L.eos]
+        assert "needs 4 image codes" in L.parse(ids).error, intruder
+    edge = L.parse([L.boi, L.code_lo, L.code_hi - 1, L.code_lo, L.code_lo, L.eoi, L.eos])
+    assert edge.ok and list(edge.segments[0].codes) == [0, L.code_hi - 1 - L.code_lo, 0, 0]
 
 
 def test_bad_segments_are_rejected():
