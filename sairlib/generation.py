@@ -308,10 +308,11 @@ class _CompiledStep:
     def __init__(self, model: Any, rows: int, width: int, device: torch.device) -> None:
         self.rows, self.width, self.device, self.dtype = rows, width, device, _model_dtype(model)
         self.cache = StaticCache(config=model.config, max_cache_len=width)
+        self.model = weakref.ref(model)  # weak: _GRAPHS holds this object under the model's (weak) key
         key, wants_cache_position = _forward_params(model)
-        cache = self.cache
 
-        def step(ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        def step(model: Any, cache: StaticCache, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                 slot: torch.Tensor) -> torch.Tensor:
             extra: dict[str, Any] = {key: cache}
             if wants_cache_position:
                 extra["cache_position"] = slot
@@ -329,7 +330,7 @@ class _CompiledStep:
         skips = _cudagraph_skips()
         try:
             with torch._dynamo.config.patch(**patch):
-                logits = self.fn(ids, mask, pos, slot)
+                logits = self.fn(self.model(), self.cache, ids, mask, pos, slot)
         except Exception as e:  # never fall back to eager quietly
             first = str(e).splitlines()[0] if str(e) else ""
             raise RuntimeError(f"cache='compiled': the compiled decode step failed ({type(e).__name__}: {first}); "
