@@ -160,7 +160,8 @@ class SairGRPOTrainer(GRPOTrainer):
         :meth:`LayoutConstraint.trace`) renormalises the temperature-scaled logits, so a forced
         token has log-prob 0 and an image code competes only with image codes."""
         if self._constraint is None:
-            self._constraint = LayoutConstraint(self.reward_ctx.layout, model.config.vocab_size, input_ids.device)
+            vocab = self.accelerator.unwrap_model(model).config.vocab_size  # DDP wraps the model on several ranks
+            self._constraint = LayoutConstraint(self.reward_ctx.layout, vocab, input_ids.device)
         con = self._constraint
         batch_size = batch_size or input_ids.size(0)
         logps, ents = [], []

@@ -31,14 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .launch import ACCELERATE_DIR, launch_command, run_launch
 from .params import check_section
 from .training import HPARAM_KEYS, pad_multiple, trainer_fields
 
@@ -46,7 +45,6 @@ SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_FULL = ["embed_tokens", "lm_head"]
-ACCELERATE_DIR = Path(__file__).resolve().parents[1] / "params" / "accelerate"
 
 
 def check_sft(h: dict[str, Any], where: str = "sft") -> dict[str, Any]:
@@ -233,27 +231,9 @@ def run_job(job: SFTJob) -> SFTRun:
 
 
 def accelerate_command(job_path: str | Path, processes: int, config: str | Path | None = None) -> list[str]:
-    """The command line running ``job_path`` on ``processes`` processes: ``accelerate launch`` with
-    ``config`` on GPUs; on CPU, ``torchrun`` for more than one process (accelerate launches a single
-    process with ``--cpu``), whose ranks join one gloo group (the CPU check of the DDP path)."""
-    if not torch.cuda.is_available() and processes > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                "--master_port", str(_free_port()), "-m", "sairlib.sft_launch", str(job_path)]
-    if config is None:
-        config = ACCELERATE_DIR / ("multi_gpu.yaml" if processes > 1 else "single_gpu.yaml")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--num_processes", str(processes)]
-    if not torch.cuda.is_available():
-        cmd.append("--cpu")
-    return cmd + ["-m", "sairlib.sft_launch", str(job_path)]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """The command line running the SFT job ``job_path`` on ``processes`` processes (see
+    :func:`sairlib.launch.launch_command`)."""
+    return launch_command("sairlib.sft_launch", job_path, processes, config)
 
 
 def launch_sft(job: SFTJob, processes: int | None = None, accelerate_config: str | Path | None = None,
@@ -270,10 +250,6 @@ def launch_sft(job: SFTJob, processes: int | None = None, accelerate_config: str
     out.mkdir(parents=True, exist_ok=True)
     job_path = out / "launch.json"
     job_path.write_text(job.to_json())
-    cmd = accelerate_command(job_path, n, accelerate_config)
-    r = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
-    if r.returncode != 0:
-        tail = "\n".join((r.stdout + r.stderr).splitlines()[-40:])
-        raise RuntimeError(f"accelerate launch failed (exit {r.returncode}): {' '.join(cmd)}\n{tail}")
+    run_launch(accelerate_command(job_path, n, accelerate_config))
     history = json.loads((out / "history.json").read_text())
     return SFTRun(Path(job.model_dir), history)

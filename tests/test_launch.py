@@ -1,0 +1,31 @@
+"""The launcher shared by SFT and GRPO jobs: command lines and failure reports.
+
+    python -m pytest -q tests/test_launch.py
+"""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from sairlib.launch import launch_command, run_launch
+
+
+def test_command_lines():
+    cmd = launch_command("sairlib.grpo_launch", "job.json", 2)
+    assert cmd[-3:] == ["-m", "sairlib.grpo_launch", "job.json"]
+    if not torch.cuda.is_available():  # several CPU ranks: torchrun (accelerate --cpu starts one process)
+        assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
+        one = launch_command("sairlib.grpo_launch", "job.json", 1)
+        assert "--cpu" in one and one[one.index("--config_file") + 1].endswith("single_gpu.yaml")
+    with pytest.raises(ValueError, match="processes"):
+        launch_command("sairlib.grpo_launch", "job.json", 0)
+
+
+def test_a_failing_job_reports_its_exception_line():
+    code = "import sys; print('\\n'.join(f'noise {i}' for i in range(100))); raise ValueError('boom in a rank')"
+    with pytest.raises(RuntimeError) as e:
+        run_launch([sys.executable, "-c", code])
+    msg = str(e.value)
+    assert "exit 1" in msg and "ValueError: boom in a rank" in msg.split("--- last lines ---")[0]
