@@ -22,23 +22,22 @@ A job file that is not a job (missing or unknown fields, bad parameters) is refu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from .grpo import check_grpo, train_grpo
-from .launch import launch_command, run_launch
+from .launch import HISTORY_FILE, JobFile, launch_command, launch_job
 from .rewards import check_reward
-
-HISTORY_FILE = "history.json"
-JOB_FILE = "launch.json"
 
 
 @dataclass
-class GRPOJob:
+class GRPOJob(JobFile):
     """Everything one GRPO run needs, as paths and plain values (so another process can run it)."""
+
+    KIND: ClassVar[str] = "a GRPO job"
 
     base_dir: str                 # the policy to start from (Policy.save folder: 03's model)
     model_dir: str                # where the trained policy is saved
@@ -52,16 +51,6 @@ class GRPOJob:
     def __post_init__(self) -> None:
         self.grpo = check_grpo(self.grpo)
         self.reward = check_reward(self.reward)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=1)
-
-    @staticmethod
-    def load(path: str | Path) -> "GRPOJob":
-        try:
-            return GRPOJob(**json.loads(Path(path).read_text()))
-        except (TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a GRPO job ({e})") from None
 
 
 @dataclass
@@ -106,16 +95,6 @@ def launch_grpo(job: GRPOJob, processes: int | None = None, accelerate_config: s
                 subprocess_: bool | None = None) -> GRPOJobRun:
     """Run ``job`` in this process, or through a launcher when more than one GPU is visible
     (``processes``, default: the GPU count), a config is given, or ``subprocess_`` is True."""
-    n = processes if processes is not None else max(1, torch.cuda.device_count())
-    if n < 1:
-        raise ValueError(f"processes: must be at least 1, got {n}")
-    use_sub = subprocess_ if subprocess_ is not None else (n > 1 or accelerate_config is not None)
-    if not use_sub:
-        return run_grpo_job(job)
-    out = Path(job.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / HISTORY_FILE).unlink(missing_ok=True)
-    job_path = out / JOB_FILE
-    job_path.write_text(job.to_json())
-    run_launch(grpo_command(job_path, n, accelerate_config))
-    return GRPOJobRun(Path(job.model_dir), json.loads((out / HISTORY_FILE).read_text()))
+    history = launch_job(job, "sairlib.grpo_launch", lambda j: run_grpo_job(j).history, processes,
+                         accelerate_config, subprocess_)
+    return GRPOJobRun(Path(job.model_dir), history)

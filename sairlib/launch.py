@@ -1,24 +1,53 @@
 """Launching a training job on several processes: ``accelerate launch`` on GPUs, ``torchrun`` on CPU.
 
-A job is a JSON file and a module whose ``main`` takes its path (``sairlib.sft_launch``,
-``sairlib.grpo_launch``). :func:`launch_command` builds the command line; :func:`run_launch`
-runs it from the project root and reports the last lines of its output when it fails::
+A job is a dataclass (a :class:`JobFile`: ``to_json`` / ``load``) with an ``output_dir``, and a
+module whose ``main`` takes the job file's path (``sairlib.sft_launch``, ``sairlib.grpo_launch``).
+:func:`launch_job` runs a job in this process on one device, or writes ``launch.json`` into its
+``output_dir``, launches the module on several processes and reads back ``history.json``, which
+the job's main process writes there::
 
+    history = launch_job(job, "sairlib.grpo_launch", run_here, processes=2)
     cmd = launch_command("sairlib.grpo_launch", "outputs/run/04_grpo/checkpoints/launch.json", 2)
-    run_launch(cmd)     # raises RuntimeError naming the command if a rank fails
+    run_launch(cmd)     # raises RuntimeError naming the command and each rank's exception
 """
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_DIR = ROOT / "params" / "accelerate"
+JOB_FILE = "launch.json"         # the job, written into its output_dir before a launch
+HISTORY_FILE = "history.json"    # the trainer's log, written by the job's main process
+
+J = TypeVar("J", bound="JobFile")
+
+
+class JobFile:
+    """Mixin for job dataclasses: JSON out, and back in with an error that names the file.
+
+    ``KIND`` (e.g. ``"an SFT job"``) completes the message ``<path>: not <KIND> (...)``.
+    """
+
+    KIND: ClassVar[str] = "a job"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def load(cls: type[J], path: str | Path) -> J:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not {cls.KIND} ({e})") from None
 
 
 def free_port() -> int:
@@ -62,3 +91,28 @@ def run_launch(cmd: list[str]) -> None:
         tail = "\n".join(lines[-40:])
         raise RuntimeError(f"launch failed (exit {r.returncode}): {' '.join(cmd)}\n"
                            + "".join(f"{e}\n" for e in errors) + f"--- last lines ---\n{tail}")
+
+
+def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, Any]]],
+               processes: int | None = None, config: str | Path | None = None,
+               subprocess_: bool | None = None) -> list[dict[str, Any]]:
+    """Run ``job`` and return the trainer's log history.
+
+    In this process (``run_here(job)``) on one device; through :func:`launch_command` when more
+    than one GPU is visible (``processes``, default: the GPU count), a ``config`` is given, or
+    ``subprocess_`` is True: then the job is written to ``<output_dir>/launch.json`` and the
+    history read back from ``<output_dir>/history.json``.
+    """
+    n = processes if processes is not None else max(1, torch.cuda.device_count())
+    if n < 1:
+        raise ValueError(f"processes: must be at least 1, got {n}")
+    use_sub = subprocess_ if subprocess_ is not None else (n > 1 or config is not None)
+    if not use_sub:
+        return run_here(job)
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HISTORY_FILE).unlink(missing_ok=True)
+    job_path = out / JOB_FILE
+    job_path.write_text(job.to_json())
+    run_launch(launch_command(module, job_path, n, config))
+    return json.loads((out / HISTORY_FILE).read_text())

@@ -31,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from .launch import ACCELERATE_DIR, launch_command, run_launch
+from .launch import ACCELERATE_DIR, HISTORY_FILE, JobFile, launch_command, launch_job
 from .params import check_section
 from .training import HPARAM_KEYS, pad_multiple, trainer_fields
 
@@ -131,8 +131,10 @@ def trained_model(trainer: Any) -> Any:
 
 # ---------------------------------------------------------------- jobs
 @dataclass
-class SFTJob:
+class SFTJob(JobFile):
     """Everything one SFT run needs, as paths and plain values (so a subprocess can run it too)."""
+
+    KIND: ClassVar[str] = "an SFT job"
 
     base_dir: str      # the policy to start from (Policy.save folder)
     train_dir: str     # HF dataset (save_to_disk) with input_ids + labels
@@ -146,16 +148,6 @@ class SFTJob:
     def __post_init__(self) -> None:
         check_sft(self.hparams)
         check_lora(self.lora)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=1)
-
-    @staticmethod
-    def load(path: str | Path) -> "SFTJob":
-        try:
-            return SFTJob(**json.loads(Path(path).read_text()))
-        except (TypeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not an SFT job ({e})") from None
 
 
 @dataclass
@@ -225,7 +217,7 @@ def run_job(job: SFTJob) -> SFTRun:
         model = trained_model(trainer).to("cpu")
         Policy(model, policy.tokenizer, policy.codec, policy.layout).save(job.model_dir)
     if state.is_main_process:
-        (Path(job.output_dir) / "history.json").write_text(json.dumps(history, indent=1))
+        (Path(job.output_dir) / HISTORY_FILE).write_text(json.dumps(history, indent=1))
     state.wait_for_everyone()
     return SFTRun(Path(job.model_dir), history)
 
@@ -240,16 +232,6 @@ def launch_sft(job: SFTJob, processes: int | None = None, accelerate_config: str
                subprocess_: bool | None = None) -> SFTRun:
     """Run ``job``: in this process on one device, or through ``accelerate launch`` when more than
     one GPU is visible (``processes``, default: the GPU count) or ``subprocess_`` is True."""
-    n = processes if processes is not None else max(1, torch.cuda.device_count())
-    if n < 1:
-        raise ValueError(f"processes: must be at least 1, got {n}")
-    use_sub = subprocess_ if subprocess_ is not None else (n > 1 or accelerate_config is not None)
-    if not use_sub:
-        return run_job(job)
-    out = Path(job.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    job_path = out / "launch.json"
-    job_path.write_text(job.to_json())
-    run_launch(accelerate_command(job_path, n, accelerate_config))
-    history = json.loads((out / "history.json").read_text())
+    history = launch_job(job, "sairlib.sft_launch", lambda j: run_job(j).history, processes, accelerate_config,
+                         subprocess_)
     return SFTRun(Path(job.model_dir), history)
