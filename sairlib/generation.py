@@ -286,6 +286,9 @@ CACHES: tuple[str, ...] = ("dynamic", "static", "compiled")
 _WIDTH_MULTIPLE = 128   # compiled decoding: cache length rounded up, so prompt widths share a graph
 _GRAPHS_PER_MODEL = 4   # compiled decoding: (rows, width) shapes kept per model (caches hold memory)
 _RECOMPILE_LIMIT = 64   # compiled decoding: distinct shapes before torch.compile stops (with an error)
+# the dynamo settings of every compiled step (only those this torch has)
+_DYNAMO_PATCH = {k: v for k, v in {"recompile_limit": _RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}.items()
+                 if hasattr(torch._dynamo.config, k)}
 
 
 def _compile_options(device: torch.device) -> dict[str, Any]:
@@ -325,11 +328,9 @@ class _CompiledStep:
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's output is no longer read
-        patch = {"recompile_limit": _RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
-        patch = {k: v for k, v in patch.items() if hasattr(torch._dynamo.config, k)}
         skips = _cudagraph_skips()
         try:
-            with torch._dynamo.config.patch(**patch):
+            with torch._dynamo.config.patch(**_DYNAMO_PATCH):
                 logits = self.fn(self.model(), self.cache, ids, mask, pos, slot)
         except Exception as e:  # never fall back to eager quietly
             first = str(e).splitlines()[0] if str(e) else ""

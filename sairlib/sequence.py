@@ -165,13 +165,10 @@ class Layout:
         return {v: k for k, v in self.open_tag.items()}
 
     @cached_property
-    def _markers(self) -> frozenset[int]:
-        return frozenset((self.boi, self.eoi, self.bos, self.eos, self.user, self.assistant,
-                          *self.open_tag.values(), *self.close_tag.values()))
-
-    @cached_property
     def _marker_or_code(self) -> frozenset[int]:
-        return self._markers | frozenset(range(self.code_lo, self.code_hi))
+        """Tokens a text segment may not hold: the structural markers and every image code."""
+        return frozenset((self.boi, self.eoi, self.bos, self.eos, self.user, self.assistant,
+                          *self.open_tag.values(), *self.close_tag.values(), *range(self.code_lo, self.code_hi)))
 
 
 def _bad(p: Parsed, why: str) -> Parsed:
