@@ -4,8 +4,8 @@ TRL 1.16 recognises a pre-tokenized dataset by its ``input_ids`` column and uses
 column as given (no re-tokenization, no re-masking); its ``DataCollatorForLanguageModeling`` pads
 ``labels`` with -100. The config below also turns off what could still touch the sequences:
 ``max_length=None`` (no truncation: :mod:`sairlib.sft_data` already dropped what does not fit),
-no packing, no padding-free, no completion- or assistant-only masks. The loss is then the mean
-cross-entropy over exactly the positions whose label is not -100.
+no packing into fixed-length blocks, no completion- or assistant-only masks. The loss is then the
+mean cross-entropy over exactly the positions whose label is not -100.
 
 One job, two ways to run it (same code, same result)::
 
@@ -20,11 +20,23 @@ or from a shell, on several GPUs::
 
 ``hparams`` keys: ``batch_size`` (per device), ``lr``, ``epochs``, ``max_steps`` (0: by epochs),
 ``warmup_ratio``, ``weight_decay``, ``logging_steps``, ``eval_steps`` (0: no evaluation),
-``save_steps``, ``grad_accum``. ``lora`` (optional): ``r`` (0: full fine-tuning), ``alpha``,
-``dropout``; LoRA adapters on every linear layer of the blocks, and the embeddings and LM head
-trained in full (``modules_to_save``) so that rows of new tokens learn; merged before saving.
+``save_steps``, ``grad_accum``, ``packing`` (default false, below). ``lora`` (optional): ``r``
+(0: full fine-tuning), ``alpha``, ``dropout``; LoRA adapters on every linear layer of the blocks,
+and the embeddings and LM head trained in full (``modules_to_save``) so that rows of new tokens
+learn; merged before saving.
 A killed run restarted with the same job resumes from its newest checkpoint; a different job
 in the same ``output_dir`` starts over.
+
+``packing: true`` (``hparams={"batch_size": 32, "packing": True, ...}``) turns on TRL's own
+padding-free mode (``SFTConfig.padding_free``; not its ``packing``, which would cut and regroup
+the sequences into ``max_length`` blocks): its collator concatenates the rows of a batch into one
+row with ``position_ids`` restarting per sequence, no attention mask, and -100 on each sequence's
+first label; the attention keeps the sequences apart (see :mod:`sairlib.training`). The labels
+are otherwise used as given and the loss is the same mean over the same tokens as unpacked
+(``tests/test_packing.py``). TRL documents padding-free as "only supported with FlashAttention 2
+or 3" but does not check it; with the policy's SDPA attention it is exact, though attention then
+spans the whole packed row under a dense block-diagonal mask, which can cost more than the padding
+it saves (see :mod:`sairlib.training`).
 """
 from __future__ import annotations
 
@@ -39,7 +51,7 @@ import torch
 
 from .launch import ACCELERATE_DIR, HISTORY_FILE, JobFile, launch_command, launch_job
 from .params import check_section
-from .training import HPARAM_KEYS, pad_multiple, trainer_fields
+from .training import HPARAM_KEYS, check_packable, pad_multiple, trainer_fields
 
 SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
@@ -65,7 +77,8 @@ def check_lora(lora: dict[str, Any] | None, where: str = "sft_lora") -> dict[str
 
 
 def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: bool = False) -> Any:
-    """The ``SFTConfig``: the trainer's own fields from ``h``, and no touching of the sequences."""
+    """The ``SFTConfig``: the trainer's own fields from ``h``, and no touching of the sequences
+    (``h["packing"]`` only switches padded batches to padding-free ones)."""
     from trl import SFTConfig
 
     check_sft(h)
@@ -73,11 +86,11 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
         **trainer_fields(h, output_dir, seed, batch_size=16, eval_steps=h.get("eval_steps", 0) if evaluate else 0),
         **{_checkpointing_field(SFTConfig): False},  # tiny policies: recomputation costs more than it saves
         dataloader_pin_memory=torch.cuda.is_available(),
-        # the sequences are final: used as given
+        # the sequences are final: used as given (padding-free only concatenates a batch's rows)
         max_length=None,
         packing=False,
-        padding_free=False,
-        pad_to_multiple_of=pad_multiple(),
+        padding_free=h.get("packing", False),
+        pad_to_multiple_of=pad_multiple(),  # padding-free: the one row's tail, each pad its own 1-token sequence
         completion_only_loss=False,
         assistant_only_loss=False,
         shuffle_dataset=False,
@@ -117,6 +130,8 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
     train_ds = train_ds.select_columns(cols)
     eval_ds = eval_ds.select_columns(cols) if eval_ds is not None and len(eval_ds) else None
     args = sft_config(h, output_dir, seed, evaluate=eval_ds is not None)
+    if args.padding_free:
+        check_packable(model)
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, peft_config=lora_config(lora))
 
