@@ -88,3 +88,12 @@ def test_training_lowers_the_loss_and_the_policy_round_trips(tmp_path):
     assert back.layout == pol.layout
     with pytest.raises(FileNotFoundError, match="no saved policy"):
         Policy.load(tmp_path / "nothing")
+
+
+def test_evaluate_candidates_are_drawn_as_the_profile_draws_them():
+    """Uniform over the target and its one-error versions: about a third pass on this codec, as in the
+    capability profile; boosting the target (the old draw) taught a "done" prior of over a half."""
+    pol = small_policy()
+    ex = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 400, {"evaluate": 1}, seed=5, cfg=CFG)
+    said_done = ["done" in TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE]) for e in ex]
+    assert 0.2 < sum(said_done) / len(said_done) < 0.45
