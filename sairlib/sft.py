@@ -85,7 +85,6 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
     return SFTConfig(
         **trainer_fields(h, output_dir, seed, batch_size=16, eval_steps=h.get("eval_steps", 0) if evaluate else 0),
         **{_checkpointing_field(SFTConfig): False},  # tiny policies: recomputation costs more than it saves
-        dataloader_pin_memory=torch.cuda.is_available(),
         # the sequences are final: used as given (padding-free only concatenates a batch's rows)
         max_length=None,
         packing=False,

@@ -97,3 +97,28 @@ def test_evaluate_candidates_are_drawn_as_the_profile_draws_them():
     ex = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 400, {"evaluate": 1}, seed=5, cfg=CFG)
     said_done = ["done" in TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE]) for e in ex]
     assert 0.2 < sum(said_done) / len(said_done) < 0.45
+
+
+def test_loader_workers_change_speed_not_results(tmp_path, monkeypatch):
+    """Collating in worker processes (what CUDA runs do) gives the same batches, so the same losses."""
+    import sairlib.training as tr
+
+    monkeypatch.setattr(tr.torch.cuda, "is_available", lambda: False)
+    assert tr.loader_workers() == 0
+    monkeypatch.setattr(tr.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(tr.os, "cpu_count", lambda: 16)
+    assert tr.loader_workers() == 4
+    monkeypatch.setattr(tr.os, "cpu_count", lambda: 1)
+    assert tr.loader_workers() == 0
+    monkeypatch.undo()
+
+    ex = pretrain_examples(small_policy().layout, CODEC, WorldAnalyzer(), 48, MIX, seed=0, cfg=CFG)
+    h = {"batch_size": 8, "lr": 0.01, "epochs": 1.0, "logging_steps": 1, "save_steps": 1000}
+    runs = {}
+    for workers in (0, 2):
+        monkeypatch.setattr(tr, "loader_workers", lambda w=workers: w)
+        assert tr.trainer_fields(h, tmp_path, 0)["dataloader_num_workers"] == workers
+        pol = Policy.create(TOK, CODEC, {"hidden": 32, "layers": 1, "heads": 2}, seed=0)
+        hist = train_lm(pol.model, TOK, Dataset.from_list(ex), None, h, tmp_path / f"w{workers}", seed=0)
+        runs[workers] = [x["loss"] for x in hist if "loss" in x]
+    assert len(runs[0]) == 6 and runs[0] == runs[2]
