@@ -3,12 +3,15 @@
     python -c "import json, sairlib.provenance as p; print(json.dumps(p.provenance(), indent=2))"
 
 The runner stores ``provenance()`` in each stage's ``metrics.json``. It holds
-no host name, user name or environment variable. Anything that cannot be
+no host name, user name or environment variable. ``source_digest`` identifies the code that ran
+even where git cannot: a dirty checkout, or a copy of a working tree whose ``.git`` is older than
+its files; two results with the same digest ran the same library and notebooks. Anything that cannot be
 determined (no git, a library not installed) is ``None``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -59,6 +62,26 @@ def git_state(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"sha": sha.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
+SOURCE_GLOBS = ("sairlib/**/*.py", "notebooks/*.ipynb")
+
+
+def source_digest(root: str | os.PathLike | None = None) -> str | None:
+    """SHA-256 over the library's and the notebooks' files (relative path and bytes, in path order).
+
+    ``root`` defaults to the checkout holding this package; ``None`` when it holds no such file.
+    """
+    base = Path(root) if root is not None else _PACKAGE_ROOT
+    files = sorted({f for g in SOURCE_GLOBS for f in base.glob(g) if f.is_file() and "__pycache__" not in f.parts})
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.relative_to(base).as_posix().encode()
+        data = f.read_bytes()
+        h.update(len(rel).to_bytes(4, "big") + rel + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
     """Installed version of each distribution, ``None`` when missing."""
     versions: dict[str, str | None] = {}
@@ -96,11 +119,12 @@ def device_info() -> dict[str, Any]:
 
 
 def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Git SHA/dirty flag, Python and library versions, device, UTC timestamp."""
+    """Git SHA/dirty flag, the source digest, Python and library versions, device, UTC timestamp."""
     git = git_state(repo)
     return {
         "git_sha": git["sha"],
         "git_dirty": git["dirty"],
+        "source_digest": source_digest(repo),
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
         "platform": f"{platform.system()}-{platform.machine()}",

@@ -49,7 +49,31 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 def test_provenance_fields():
     prov = provenance()
-    assert set(prov) >= {"git_sha", "git_dirty", "python", "versions", "device", "timestamp_utc"}
+    assert set(prov) >= {"git_sha", "git_dirty", "source_digest", "python", "versions", "device", "timestamp_utc"}
+    assert len(prov["source_digest"]) == 64
     assert prov["versions"]["torch"] == torch.__version__
     assert prov["device"]["type"] in ("cpu", "cuda")
     json.dumps(prov)
+
+
+def test_source_digest_names_the_code_not_the_place(tmp_path):
+    """Equal for a copy of the same files, different when one byte or one name changes."""
+    import shutil
+
+    from sairlib.provenance import source_digest
+
+    for name in ("a", "b"):
+        (tmp_path / name / "sairlib" / "sub").mkdir(parents=True)
+        (tmp_path / name / "notebooks").mkdir()
+        (tmp_path / name / "sairlib" / "x.py").write_text("X = 1\n")
+        (tmp_path / name / "sairlib" / "sub" / "y.py").write_text("Y = 2\n")
+        (tmp_path / name / "notebooks" / "00.ipynb").write_text("{}")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert source_digest(a) == source_digest(b)
+    (b / "sairlib" / "x.py").write_text("X = 2\n")
+    assert source_digest(a) != source_digest(b)
+    shutil.copy(a / "sairlib" / "x.py", b / "sairlib" / "x.py")
+    assert source_digest(a) == source_digest(b)
+    (b / "sairlib" / "sub" / "y.py").rename(b / "sairlib" / "sub" / "z.py")
+    assert source_digest(a) != source_digest(b)
+    assert source_digest(tmp_path / "empty") is None
