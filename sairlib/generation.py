@@ -34,7 +34,8 @@ from transformers import DynamicCache, StaticCache
 
 from .sequence import TEXT_TAGS, Layout, Parsed
 
-__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "counter_exponential", "generate", "sample_tokens"]
+__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "counter_exponential", "generate", "row_bucket",
+           "sample_tokens"]
 
 _TEXT_KINDS: tuple[str, ...] = tuple(TEXT_TAGS)  # E, R, S, D
 _K = len(_TEXT_KINDS)
@@ -284,7 +285,26 @@ def _forward_params(model: Any) -> tuple[str, bool]:
 
 CACHES: tuple[str, ...] = ("dynamic", "static", "compiled")
 _WIDTH_MULTIPLE = 128   # compiled decoding: cache length rounded up, so prompt widths share a graph
-_GRAPHS_PER_MODEL = 4   # compiled decoding: (rows, width) shapes kept per model (caches hold memory)
+# Compiled decoding pads each chunk's rows up to a bucket (row_bucket): powers of two up to batch_size, which
+# is a bucket itself, starting at batch_size / 32 (at least 8), so at most _ROW_BUCKETS per batch size. Every
+# new (rows, width) shape costs a compile (the first took 15-27 s on the H200) while a padded row costs one
+# row's work (about 4.3 us per row per step there at 512-2048 rows); padding a small chunk to batch_size / 32
+# adds at most 1/32 of a full chunk's work, and removes the graphs of 8, 16 and 32 rows at batch_size 2048.
+_MIN_ROW_BUCKET = 8
+_ROW_BUCKETS = 6
+# Compiled decoding keeps one compiled step and its StaticCache per (rows, width) shape and model, so that a
+# shape seen again replays. The caches are what costs memory: 2 x layers x rows x width x kv_heads x head_dim
+# elements each, e.g. 16 GiB in bf16 (32 GiB in float32) for 2048 rows x 512 slots of 8 layers of hidden 512,
+# but 1/32 of that at 64 rows. So the least recently used shapes are dropped when there are more than
+# _GRAPHS_PER_MODEL of them or when their caches together exceed _cache_budget (the newest is always kept).
+# With 6 row buckets and 3 widths (128, 256, 384: prompts of 0-4 images), the data pipeline (batch_size 2048)
+# meets up to 18 shapes, whose caches would take 94.5 GiB in float32 (47 GiB in bf16) were all kept: memory
+# is bounded by the budget, the count limit only bounds the bookkeeping. A dropped shape seen again gets a new
+# cache; dynamo keeps the compiled graph of that shape and reuses it (no retrace, measured on CPU; on CUDA
+# the CUDA graph presumably has to be recorded again for the new cache's addresses, not measured).
+_GRAPHS_PER_MODEL = 32
+_CACHE_BUDGET_FRACTION = 0.35   # of an accelerator's memory, for the kept caches of one model (H200: 49 GiB)
+_CACHE_BUDGET_CPU = 4 << 30     # bytes, for the kept caches of one model on the CPU
 _RECOMPILE_LIMIT = 64   # compiled decoding: distinct shapes before torch.compile stops (with an error)
 # the dynamo settings of every compiled step (only those this torch has)
 _DYNAMO_PATCH = {k: v for k, v in {"recompile_limit": _RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}.items()
@@ -311,6 +331,7 @@ class _CompiledStep:
     def __init__(self, model: Any, rows: int, width: int, device: torch.device) -> None:
         self.rows, self.width, self.device, self.dtype = rows, width, device, _model_dtype(model)
         self.cache = StaticCache(config=model.config, max_cache_len=width)
+        self.nbytes = _kv_bytes(model.config, rows, width, self.dtype)
         self.model = weakref.ref(model)  # weak: _GRAPHS holds this object under the model's (weak) key
         key, wants_cache_position = _forward_params(model)
 
@@ -356,15 +377,49 @@ _GRAPHS: "weakref.WeakKeyDictionary[Any, OrderedDict[tuple[int, int], _CompiledS
 
 
 def _compiled_step(model: Any, rows: int, width: int, device: torch.device) -> _CompiledStep:
-    """The model's compiled step for this shape, built on first use (least recently used dropped)."""
+    """The model's compiled step for this shape, built on first use; the least recently used shapes are
+    dropped beyond ``_GRAPHS_PER_MODEL`` shapes or :func:`_cache_budget` bytes of caches (never this one)."""
     per_model = _GRAPHS.setdefault(model, OrderedDict())
     key, dtype = (rows, width), _model_dtype(model)
     if key not in per_model or (per_model[key].device, per_model[key].dtype) != (device, dtype):
+        per_model.pop(key, None)
         per_model[key] = _CompiledStep(model, rows, width, device)  # new, or the model moved: a fresh cache
-        while len(per_model) > _GRAPHS_PER_MODEL:
-            per_model.popitem(last=False)
     per_model.move_to_end(key)
+    budget = _cache_budget(device)
+    while len(per_model) > 1 and (len(per_model) > _GRAPHS_PER_MODEL
+                                  or sum(s.nbytes for s in per_model.values()) > budget):
+        per_model.popitem(last=False)  # the cache is allocated on first use, so a new one adds nothing yet
     return per_model[key]
+
+
+def _kv_bytes(config: Any, rows: int, width: int, dtype: torch.dtype | None) -> int:
+    """Bytes of a ``StaticCache`` of ``rows x width`` slots for this model config (keys and values)."""
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(cfg, "num_attention_heads", 1) or 1
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or getattr(cfg, "hidden_size", heads) // heads
+    item = torch.empty((), dtype=dtype or torch.float32).element_size()
+    return 2 * getattr(cfg, "num_hidden_layers", 1) * rows * width * kv_heads * head_dim * item
+
+
+def _cache_budget(device: torch.device) -> int:
+    """Bytes of compiled-step caches kept per model: a share of the accelerator's memory, or a fixed CPU amount."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(_CACHE_BUDGET_FRACTION * torch.cuda.get_device_properties(index).total_memory)
+    return _CACHE_BUDGET_CPU
+
+
+def row_bucket(rows: int, batch_size: int) -> int:
+    """Rows a compiled chunk of ``rows`` prompts is padded to, so that chunks of varying size share few
+    graphs: the smallest power of two that holds them, from ``batch_size / 32`` (rounded up to a power of
+    two, at least 8) up, and never more than ``batch_size`` (itself a bucket). At ``batch_size`` 2048
+    the buckets are 64, 128, ..., 2048; at 256 they are 8, ..., 256; at 1000, 32, ..., 512 and 1000."""
+    top = 1 << (int(batch_size) - 1).bit_length()  # batch_size rounded up to a power of two
+    bucket = max(_MIN_ROW_BUCKET, top >> (_ROW_BUCKETS - 1))
+    while bucket < rows:
+        bucket *= 2
+    return max(rows, min(bucket, batch_size))
 
 
 def decode_width(prompt_width: int, max_new_tokens: int, cache: str) -> int:
@@ -458,8 +513,17 @@ def _guided(logits: torch.Tensor, rows: int, scale: float, in_image: torch.Tenso
 
 def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: list[list[int]] | None,
                opt: _Options, gen: torch.Generator, device: torch.device,
-               row_seeds: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode one chunk: completion ids ``[B, T]`` (pad after ``<eos>``) and forced flags ``[B, T]``."""
+               row_seeds: list[int] | None = None, pad_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode one chunk: completion ids ``[B, T]`` (pad after ``<eos>``) and forced flags ``[B, T]``.
+
+    ``pad_rows``: decode that many extra copies of the first prompt (its uncond prompt and row seed) so
+    that the compiled step's shape is a bucket's; they draw row 0's noise, do not delay the end of the
+    chunk, and are dropped. Rows never mix, so the real rows' tokens are those of the unpadded chunk."""
+    real = len(prompts)
+    if pad_rows:
+        prompts = prompts + [prompts[0]] * pad_rows
+        uncond = None if uncond is None else uncond + [uncond[0]] * pad_rows
+        row_seeds = None if row_seeds is None else row_seeds + [row_seeds[0]] * pad_rows
     rows = len(prompts)
     ids, mask, pos = _left_pad(prompts + (uncond or []), layout.pad, device)
     width = decode_width(ids.shape[1], opt.max_new_tokens, opt.cache)
@@ -475,17 +539,21 @@ def _run_chunk(model: Any, layout: Layout, prompts: list[list[int]], uncond: lis
         allowed, forced = con.table[cls], con.n_allowed[cls] == 1
         scores = _guided(logits, rows, opt.cfg_scale, con.in_image(state))
         noise = None if seeds is None or opt.temperature == 0 else counter_exponential(seeds, t, scores.shape[-1])
+        if noise is None and pad_rows and opt.temperature != 0:  # the generator draws for the real rows only
+            noise = torch.empty((real, scores.shape[-1]), dtype=scores.dtype, device=device).exponential_(
+                generator=gen)
+            noise = torch.cat([noise, noise[:1].expand(pad_rows, -1)])
         tok = sample_tokens(scores, allowed, temperature=opt.temperature, top_k=opt.top_k, top_p=opt.top_p,
                             generator=gen, noise=noise)
         out_ids.append(tok)
         out_forced.append(forced)
         state = con.advance(state, tok)
-        if t + 1 == opt.max_new_tokens or ((t + 1) % _CHECK_EVERY == 0 and bool(con.done(state).all())):
+        if t + 1 == opt.max_new_tokens or ((t + 1) % _CHECK_EVERY == 0 and bool(con.done(state)[:real].all())):
             break  # checking only every few steps lets the host queue steps ahead of the device
         pos = pos + 1
         feed = tok if logits.shape[0] == rows else torch.cat([tok, tok])
         logits = dec.step(feed, full_mask, pos)
-    return torch.stack(out_ids, 1), torch.stack(out_forced, 1)
+    return torch.stack(out_ids, 1)[:real], torch.stack(out_forced, 1)[:real]
 
 
 # ---------------------------------------------------------------------------- validation
@@ -577,10 +645,15 @@ def generate(model: Any, layout: Layout, prompts: Sequence[Sequence[int]], max_n
     a ``StaticCache`` of prompt width + ``max_new_tokens`` rounded up to a multiple of 128, and the
     one-token decode step compiled once with ``torch.compile(fullgraph=True, dynamic=False)``
     (``mode="reduce-overhead"``, i.e. CUDA graphs, on CUDA; the prefill stays eager); every input of
-    the step has a fixed shape (the full-width attention mask, the cache slot as a tensor). Steps
-    and caches are kept per model for the last few (rows, width) shapes: the first call of a shape
-    compiles (seconds to a minute), later ones replay; a failed compile raises ``RuntimeError``
-    (never a quiet eager fallback). All modes give the same tokens (up to float rounding).
+    the step has a fixed shape (the full-width attention mask, the cache slot as a tensor). The rows
+    of each chunk are padded up to a bucket (:func:`row_bucket`: powers of two from ``batch_size / 32``
+    (at least 8) up to ``batch_size``, which is one; without ``batch_size`` the one chunk is not
+    padded) with copies of its first prompt whose completions are dropped, so chunks of varying size
+    share at most six graphs per width. Steps and caches
+    are kept per model for recent (rows, width) shapes, within a memory budget (see
+    ``_GRAPHS_PER_MODEL``): the first call of a shape compiles (seconds to a minute), later ones
+    replay; a failed compile raises ``RuntimeError`` (never a quiet eager fallback), and so do more
+    than 64 compiled shapes. All modes give the same tokens (up to float rounding).
     ``start_in`` (a text kind): every prompt ends with that
     segment's open tag and decoding continues inside it (e.g. asking for an evaluation); the
     parsed segments then include it. ``row_seeds`` (one int per prompt): sample each row with
@@ -639,8 +712,10 @@ def _generate(model: Any, layout: Layout, ps: list[list[int]], us: list | None, 
         with torch.inference_mode():
             for a in range(0, len(ps), step):
                 chunk_u = us[a:a + step] if us is not None else None
+                n = len(ps[a:a + step])
+                pad = row_bucket(n, step) - n if opt.cache == "compiled" else 0
                 ids, forced = _run_chunk(model, layout, ps[a:a + step], chunk_u, opt, gen, device,
-                                         None if row_seeds is None else row_seeds[a:a + step])
+                                         None if row_seeds is None else row_seeds[a:a + step], pad)
                 for p, row, frow in zip(ps[a:a + step], ids.tolist(), forced.tolist()):
                     results.append(_to_generation(layout, p, row, frow, codec, start_in))
         return results

@@ -271,6 +271,89 @@ def test_compiled_decoding_chunks_older_signature_and_loud_failure(layout, model
     assert breaking.calls == 1  # the eager prefill only: the failed step did not run eagerly instead
 
 
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """Compiled steps traced whole as in production but run by ``aot_eager`` (no 15 s C++ build per graph),
+    with dynamo's caches and counters reset; yields the counters."""
+    import sairlib.generation as generation
+    from torch._dynamo.utils import counters
+
+    options = generation._compile_options(torch.device("cpu"))
+    monkeypatch.setattr(generation, "_compile_options", lambda device: {**options, "backend": "aot_eager"})
+    torch._dynamo.reset()
+    counters.clear()
+    yield counters
+    torch._dynamo.reset()
+
+
+def test_row_buckets():
+    from sairlib.generation import row_bucket
+
+    assert [row_bucket(n, 256) for n in (1, 8, 9, 100, 128, 129, 256)] == [8, 8, 16, 128, 128, 256, 256]
+    assert [row_bucket(n, 2048) for n in (1, 64, 65, 1025, 2048)] == [64, 64, 128, 2048, 2048]  # from 2048 / 32
+    assert [row_bucket(n, 1000) for n in (3, 600, 1000)] == [32, 1000, 1000]  # batch_size is itself a bucket
+    assert [row_bucket(n, 5) for n in (1, 3, 5)] == [5, 5, 5]
+    for size in (5, 100, 256, 1000, 2048, 4096):
+        assert len({row_bucket(n, size) for n in range(1, size + 1)}) <= 6
+
+
+def test_compiled_rows_padded_to_a_bucket_match_dynamic(layout, model, prompts, aot_eager):
+    """Chunks of 8 and 3 rows (batch_size 8: the 3 padded with 5 dummy rows) give the dynamic cache's
+    tokens, greedy, with per-row seeds, with the seeded generator and with CFG (3 + 1 padded prompts
+    and their uncond twins: 8 rows too), and all run on one graph of 8 rows."""
+    from sairlib.generation import _GRAPHS, decode_width
+
+    m = biased(model, [layout.boi], 3.0)  # mostly starts with an image, so guidance acts; some text too
+    ps, uncond = prompts[:11], [layout.prompt(".", [])] * 3
+    width = decode_width(max(map(len, ps)), 24, "compiled")
+    assert decode_width(max(map(len, ps[8:])), 24, "compiled") == width
+    cases = (({"temperature": 0}, ps, 8), ({"row_seeds": list(range(50, 61))}, ps, 8), ({"seed": 4}, ps, 8),
+             ({"temperature": 0, "cfg_scale": 3.0, "uncond_prompts": uncond}, ps[:3], 4))
+    for kw, batch, size in cases:
+        ref = [g.ids for g in generate(m, layout, batch, 24, batch_size=size, **kw)]
+        got = generate(m, layout, batch, 24, batch_size=size, cache="compiled", **kw)
+        assert [g.ids for g in got] == ref, kw
+        assert [g.prompt for g in got] == batch and all(g.parsed.ok for g in got)
+    assert aot_eager["stats"]["unique_graphs"] == 1
+    assert set(_GRAPHS[m]) == {(8, width)}
+
+
+def test_row_counts_in_one_bucket_share_a_graph(layout, model, prompts, aot_eager):
+    """5 and then 7 prompts (batch_size 16): both padded to 8 rows, one graph traced."""
+    from sairlib.generation import _GRAPHS, decode_width
+
+    m = copy.deepcopy(model)
+    for n in (5, 7):
+        ref = [g.ids for g in generate(m, layout, prompts[:n], 10, temperature=0)]
+        assert [g.ids for g in generate(m, layout, prompts[:n], 10, temperature=0, batch_size=16,
+                                        cache="compiled")] == ref
+    assert aot_eager["stats"]["unique_graphs"] == 1
+    assert set(_GRAPHS[m]) == {(8, decode_width(max(map(len, prompts[:7])), 10, "compiled"))}
+
+
+def test_compiled_steps_kept_within_count_and_memory(layout, model, monkeypatch):
+    """Least recently used shapes are dropped beyond _GRAPHS_PER_MODEL or the cache budget; the newest
+    is kept even alone over budget (steps are only built here, nothing is compiled)."""
+    import sairlib.generation as generation
+
+    m, cpu = copy.deepcopy(model), torch.device("cpu")
+    per_row = generation._kv_bytes(m.config, 1, 128, torch.float32)
+    assert per_row == 2 * 2 * 128 * 32 * 4  # keys and values, 2 layers, 128 slots, hidden 32, float32
+    monkeypatch.setattr(generation, "_CACHE_BUDGET_CPU", 40 * per_row)
+    for rows in (8, 16, 8):  # 8 x 128 used again: it becomes the most recent
+        generation._compiled_step(m, rows, 128, cpu)
+    assert list(generation._GRAPHS[m]) == [(16, 128), (8, 128)]
+    generation._compiled_step(m, 32, 128, cpu)  # 16 + 8 + 32 rows > 40: the least recent (16) goes
+    assert list(generation._GRAPHS[m]) == [(8, 128), (32, 128)]
+    generation._compiled_step(m, 64, 128, cpu)  # over budget alone: kept, alone
+    assert list(generation._GRAPHS[m]) == [(64, 128)]
+    monkeypatch.setattr(generation, "_CACHE_BUDGET_CPU", 1 << 40)
+    monkeypatch.setattr(generation, "_GRAPHS_PER_MODEL", 3)
+    for rows in (8, 16, 32, 128):
+        generation._compiled_step(m, rows, 128, cpu)
+    assert list(generation._GRAPHS[m]) == [(16, 128), (32, 128), (128, 128)]
+
+
 class GraphBreaking(torch.nn.Module):
     """A model whose forward cannot be traced whole (``fullgraph=True`` refuses it)."""
 
