@@ -206,12 +206,14 @@ def stage_parameters(params: Mapping[str, Any], notebook: str | os.PathLike) -> 
     return {k: v for k, v in params.items() if k in names}
 
 
-def check_section(section: Any, keys: Mapping[str, type], where: str, *, required: bool = False) -> dict[str, Any]:
+def check_section(section: Any, keys: Mapping[str, type | tuple], where: str, *,
+                  required: bool = False) -> dict[str, Any]:
     """Check one parameter dict used by a library function (``sft``, ``grpo``, ``sft_eval`` ...).
 
-    ``keys`` maps each known key to ``int``, ``float`` or ``bool``: an unknown key, a missing one
-    (with ``required``), a wrong type (a bool is never a number, an int is fine for a float) or a
-    negative number is an error naming ``where.key``. Returns the dict, copied.
+    ``keys`` maps each known key to ``int``, ``float`` or ``bool``, or to a tuple of the values it may
+    take (e.g. ``("dynamic", "compiled")``): an unknown key, a missing one (with ``required``), a wrong
+    type (a bool is never a number, an int is fine for a float), a negative number or a value not
+    among the choices is an error naming ``where.key``. Returns the dict, copied.
     """
     if not isinstance(section, Mapping):
         raise ValueError(f"{where}: must be a mapping, got {type(section).__name__}")
@@ -224,6 +226,10 @@ def check_section(section: Any, keys: Mapping[str, type], where: str, *, require
             raise ValueError(f"{where}.{sorted(missing)[0]}: required")
     for k, v in section.items():
         want = keys[k]
+        if isinstance(want, tuple):
+            if not any(type(v) is type(c) and v == c for c in want):
+                raise ValueError(f"{where}.{k}: must be one of {', '.join(map(repr, want))}, got {v!r}")
+            continue
         if want is bool:
             ok = isinstance(v, bool)
         else:

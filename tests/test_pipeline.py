@@ -256,3 +256,78 @@ def test_returned_trajectories_equal_the_stored_ones_and_timing_is_written(tmp_p
     again, _ = _build(tmp_path, tasks, WorldGenerator(capacity=2), WorldGenerator(capacity=2))  # all resumed
     assert json.loads((tmp_path / "timing.json").read_text())["resumed"] == 20
     assert [t.to_record()["segment_texts"] for t in again] == [t.to_record()["segment_texts"] for t in ts]
+
+
+def test_compiled_policy_decoding_gives_the_same_trajectories(tmp_path, tiny_policy, monkeypatch):
+    """pipeline.cache "compiled" (batches of varying size padded to a row bucket) builds the same
+    trajectories as "dynamic" with the policy drawing and redrawing. The compiled steps are traced
+    whole as in production but run by ``aot_eager`` (inductor's C++ build takes ~15 s per graph)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    import sairlib.generation as generation
+    from sairlib.pipeline import BackendSpec, build_trajectories_parallel, check_pipeline
+
+    options = generation._compile_options(torch.device("cpu"))
+    monkeypatch.setattr(generation, "_compile_options", lambda device: {**options, "backend": "aot_eager"})
+    torch._dynamo.reset()
+    counters.clear()
+    base = tiny_policy.save(tmp_path / "base")
+    tasks = make_tasks(6, "train", 14)
+    runs, buckets, shapes = {}, [], set()
+    row_bucket, compiled_step = generation.row_bucket, generation._compiled_step
+
+    def spy_bucket(rows, batch_size):  # which row counts were padded to which bucket
+        buckets.append((rows, row_bucket(rows, batch_size)))
+        return buckets[-1][1]
+
+    def spy_step(model, rows, width, device):  # which (rows, width) shapes ran compiled
+        shapes.add((rows, width))
+        return compiled_step(model, rows, width, device)
+
+    monkeypatch.setattr(generation, "row_bucket", spy_bucket)
+    monkeypatch.setattr(generation, "_compiled_step", spy_step)
+    for cache in ("dynamic", "compiled"):
+        p = check_pipeline({"direct": "policy", "redraw": "policy", "max_batch": 4, "cache": cache})
+        spec = BackendSpec(direct=p["direct"], redraw=p["redraw"], policy_dir=str(base), max_batch=p["max_batch"],
+                           cache=p["cache"])
+        runs[cache] = build_trajectories_parallel(tasks, spec, tmp_path / cache, 0, concurrency=p["concurrency"],
+                                                  progress=False)
+    strip = lambda t: {k: v for k, v in t.to_record().items() if k not in ("images", "input_images")}
+    assert [strip(t) for t in runs["dynamic"]] == [strip(t) for t in runs["compiled"]]
+    for a, b in zip(runs["dynamic"], runs["compiled"]):
+        assert len(a.images) == len(b.images) and all(np.array_equal(x, y) for x, y in zip(a.images, b.images))
+    assert {b for _, b in buckets} == {4} and {n for n, _ in buckets} > {4}  # batches of several sizes, padded...
+    assert {r for r, _ in shapes} == {4}  # every compiled step has 4 rows
+    assert counters["stats"]["unique_graphs"] == len(shapes)  # one graph per cache width (prompts of 0-3 images)
+
+
+def test_pipeline_parameters_are_checked_and_cache_defaults_to_dynamic(tmp_path, tiny_policy):
+    import sairlib.generation as generation
+    from sairlib.params import ParamsError, load_params, notebook_parameters, read_yaml
+    from sairlib.pipeline import BackendSpec, check_pipeline
+    from sairlib.pipeline.spec import CACHES, DEFAULT_PIPELINE
+
+    assert CACHES == generation.CACHES
+    assert notebook_parameters(ROOT / "notebooks" / "01_pipeline.ipynb")["pipeline"] == DEFAULT_PIPELINE
+    assert check_pipeline({"max_batch": 8}) == {**DEFAULT_PIPELINE, "max_batch": 8}  # cache: "dynamic"
+    for name, cache in (("ci", "dynamic"), ("default", "dynamic"), ("gpu", "compiled")):
+        assert check_pipeline(read_yaml(ROOT / "params" / f"{name}.yaml")["pipeline"])["cache"] == cache
+    for bad in ("paged", "Compiled", 1, None):
+        with pytest.raises(ValueError, match=r"pipeline\.cache: must be one of 'dynamic', 'static', 'compiled'"):
+            check_pipeline({"cache": bad})
+    with pytest.raises(ValueError, match=r"pipeline\.cahce: unknown key"):
+        check_pipeline({"cahce": "compiled"})
+    with pytest.raises(ValueError, match=r"pipeline\.direct"):
+        check_pipeline({"direct": "dall-e"})
+    with pytest.raises(ValueError, match=r"pipeline\.cache"):
+        BackendSpec(cache="paged")
+    with pytest.raises(ValueError, match="cache"):
+        PolicyGenerator(tiny_policy, cache="paged")
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("pipeline: {direct: world, cache: compiled}\n")
+    bad.write_text("pipeline: {direct: world, cache: 3}\n")
+    assert load_params(good, notebooks)["pipeline"]["cache"] == "compiled"
+    with pytest.raises(ParamsError, match=r"pipeline\.cache"):
+        load_params(bad, notebooks)

@@ -11,10 +11,10 @@ from .batching import Batcher
 from .build import build_trajectories, build_trajectories_parallel
 from .escalation import Backends, BackendError, EscalationConfig, escalate, request_seed
 from .generators import DrawRequest, PolicyGenerator, WorldGenerator, make_generator
-from .spec import BackendSpec
+from .spec import BackendSpec, check_pipeline
 from .store import TrajectoryStore
 from .summary import summarise_trajectories
 
 __all__ = ["Batcher", "BackendSpec", "build_trajectories", "build_trajectories_parallel", "Backends", "BackendError", "EscalationConfig", "escalate",
            "request_seed", "DrawRequest", "PolicyGenerator", "WorldGenerator", "make_generator", "TrajectoryStore",
-           "summarise_trajectories"]
+           "summarise_trajectories", "check_pipeline"]

@@ -19,6 +19,7 @@ from ..world import WorldAnalyzer, WorldConfig, make_tasks
 from .build import build_trajectories
 from .escalation import ADMISSIONS, Backends, EscalationConfig
 from .generators import make_generator
+from .spec import CACHES
 from .summary import summarise_trajectories
 
 
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=512)
     p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--cache", default="dynamic", choices=CACHES,
+                   help="the policy generator's decoding (compiled: fixed-shape steps, CUDA graphs on CUDA)")
     p.add_argument("--admission", default="complex_first", choices=ADMISSIONS,
                    help="order in which tasks enter (results do not depend on it)")
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -54,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..policy import Policy, best_device
 
         policy = Policy.load(a.policy, device=best_device())
-    gens = [make_generator(n, policy, capacity=a.capacity or None, batch_size=a.max_batch) for n in (a.direct, a.redraw)]
+    gens = [make_generator(n, policy, capacity=a.capacity or None, batch_size=a.max_batch, cache=a.cache)
+            for n in (a.direct, a.redraw)]
     if a.delay:
         gens = [_Slow(g, a.delay) for g in gens]
     b = Backends(WorldAnalyzer(), direct=gens[0], redraw=gens[1], config=EscalationConfig(max_rounds=a.max_rounds),

@@ -67,13 +67,18 @@ class PolicyGenerator:
     """The unified model draws: prompt = instruction + shown images, one constrained image out.
 
     A completion without an image (the model ended at once) counts as a blank canvas, which the
-    Analyzer then scores as what it is.
+    Analyzer then scores as what it is. ``cache="compiled"`` decodes with compiled fixed-shape steps
+    (each batch padded to a row bucket; the same images as ``"dynamic"`` up to float rounding).
     """
 
     name = "policy"
 
     def __init__(self, policy: Any, temperature: float = 1.0, top_k: int = 0, batch_size: int = 256,
                  cache: str = "dynamic") -> None:
+        from ..generation import CACHES
+
+        if cache not in CACHES:
+            raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
         self.policy, self.temperature, self.top_k = policy, float(temperature), int(top_k)
         self.batch_size, self.cache = int(batch_size), cache
 
@@ -194,12 +199,13 @@ def _start(task: X2IInput, inputs: Sequence[Scene], grid: int) -> Scene:
 
 
 def make_generator(name: str, policy: Any = None, *, capacity: int | None = None, temperature: float = 1.0,
-                   batch_size: int = 256, image_size: int = 64, grid: int = 4) -> BatchGenerator:
-    """``"policy"`` (needs ``policy``) or ``"world"``."""
+                   batch_size: int = 256, image_size: int = 64, grid: int = 4,
+                   cache: str = "dynamic") -> BatchGenerator:
+    """``"policy"`` (needs ``policy``; ``cache`` is its decoding, see ``generate``) or ``"world"``."""
     if name == "policy":
         if policy is None:
             raise ValueError("generator: 'policy' needs the base model")
-        return PolicyGenerator(policy, temperature=temperature, batch_size=batch_size)
+        return PolicyGenerator(policy, temperature=temperature, batch_size=batch_size, cache=cache)
     if name == "world":
         return WorldGenerator(capacity=capacity, image_size=image_size, grid=grid)
     raise ValueError(f"generator: unknown {name!r} (known: policy, world)")

@@ -3,14 +3,42 @@
     spec = BackendSpec(direct="policy", redraw="world", policy_dir="outputs/run/00_world/base", capacity=2)
     spec = BackendSpec(..., analyzer=read_yaml("params/backends/judge_vllm.yml")["analyzer"])  # a served VLM judge
     backends = spec.build()           # in this process, or in each worker (spawned, own GPU context)
+
+Notebook 01's ``pipeline`` parameters are checked (and missing keys filled) by :func:`check_pipeline`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
+from ..params import check_section
 from .escalation import Backends, EscalationConfig
 from .generators import make_generator
+
+# the KV caches of sairlib.generation.generate (listed here so that this module does not import torch;
+# tests/test_pipeline.py checks that the two agree)
+CACHES: tuple[str, ...] = ("dynamic", "static", "compiled")
+GENERATORS: tuple[str, ...] = ("policy", "world")
+PIPELINE_KEYS: dict[str, type | tuple] = {
+    "direct": GENERATORS, "redraw": GENERATORS, "capacity": int, "temperature": float, "concurrency": int,
+    "max_batch": int, "max_wait_s": float, "workers": int, "analyzer_workers": int, "cache": CACHES}
+DEFAULT_PIPELINE: dict[str, Any] = {
+    "direct": "policy", "redraw": "policy", "capacity": 0, "temperature": 1.0, "concurrency": 512, "max_batch": 256,
+    "max_wait_s": 0.0, "workers": 1, "analyzer_workers": 0, "cache": "dynamic"}
+
+
+def check_pipeline(p: Mapping[str, Any], where: str = "pipeline") -> dict[str, Any]:
+    """Validate notebook 01's ``pipeline`` parameters (an unknown key, a wrong type or value names
+    ``pipeline.<key>``); missing keys get their defaults (``cache``: ``"dynamic"``).
+
+    ``cache`` is the policy generator's decoding (see :func:`sairlib.generation.generate`):
+    ``"compiled"`` pads each batch to a row bucket and replays compiled steps (CUDA graphs on CUDA).
+    """
+    out = {**DEFAULT_PIPELINE, **check_section(p, PIPELINE_KEYS, where)}
+    for k in ("concurrency", "max_batch", "workers"):
+        if out[k] < 1:
+            raise ValueError(f"{where}.{k}: must be at least 1, got {out[k]!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -28,6 +56,10 @@ class BackendSpec:
     analyzer: dict[str, Any] | None = None  # a judge for sairlib.services.make_analyzer; None: the world's
     image_size: int = 64
     grid: int = 4
+    cache: str = "dynamic"  # the policy generator's decoding: "dynamic", "static" or "compiled"
+
+    def __post_init__(self) -> None:
+        check_section({"cache": self.cache}, {"cache": CACHES}, "pipeline")
 
     def build(self) -> Backends:
         from ..world import WorldAnalyzer
@@ -40,7 +72,8 @@ class BackendSpec:
 
             policy = Policy.load(self.policy_dir, device=best_device())
         gen = lambda name: make_generator(name, policy, capacity=self.capacity, temperature=self.temperature,
-                                          batch_size=self.max_batch, image_size=self.image_size, grid=self.grid)
+                                          batch_size=self.max_batch, image_size=self.image_size, grid=self.grid,
+                                          cache=self.cache)
         if self.analyzer is not None:
             from ..services import make_analyzer
 
