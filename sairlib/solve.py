@@ -51,7 +51,7 @@ def default_budget(tokens_per_image: int, max_images: int = DEFAULT_MAX_IMAGES) 
 
 def solve(policy: Any, analyzer: Any, tasks: Sequence[X2IInput], *, samples: int = 1, seed: int = 0,
           temperature: float = 1.0, top_k: int = 0, max_new_tokens: int | None = None,
-          batch_size: int = 256, cache: str = "dynamic") -> list[Attempt]:
+          batch_size: int = 256, cache: str = "auto") -> list[Attempt]:
     """``samples`` adaptive answers per task (task-major order), scored by ``analyzer``."""
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples: must be a positive integer, got {samples!r}")

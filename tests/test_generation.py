@@ -190,9 +190,23 @@ def test_left_padding_does_not_change_greedy_outputs(layout, model, prompts):
 
 
 def test_batch_size_and_static_cache_match(layout, model, prompts):
-    ref = [g.ids for g in generate(model, layout, prompts, 30, temperature=0)]
+    ref = [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="dynamic")]
     assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, batch_size=5)] == ref
     assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="static")] == ref
+    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0)] == ref  # "auto": static here
+    seeded = [g.ids for g in generate(model, layout, prompts, 30, row_seeds=range(len(prompts)), cache="dynamic")]
+    assert [g.ids for g in generate(model, layout, prompts, 30, row_seeds=range(len(prompts)))] == seeded
+
+
+def test_auto_cache_is_static_on_cpu_and_dynamic_elsewhere():
+    from sairlib.generation import resolve_cache
+
+    assert resolve_cache("auto", torch.device("cpu")) == "static"
+    assert resolve_cache("auto", torch.device("cuda")) == "dynamic"  # resolving needs no GPU
+    assert [resolve_cache(c, torch.device("cpu")) for c in ("dynamic", "static", "compiled")] == \
+        ["dynamic", "static", "compiled"]
+    with pytest.raises(ValueError, match="cache: must be one of"):
+        resolve_cache("paged", torch.device("cpu"))
 
 
 def test_compiled_decoding_matches_dynamic_and_compiles_once_per_shape(layout, stress_models, prompts):
@@ -316,6 +330,22 @@ def test_compiled_rows_padded_to_a_bucket_match_dynamic(layout, model, prompts, 
         assert [g.prompt for g in got] == batch and all(g.parsed.ok for g in got)
     assert aot_eager["stats"]["unique_graphs"] == 1
     assert set(_GRAPHS[m]) == {(8, width)}
+
+
+def test_concurrent_compiled_calls_on_one_model_take_turns(layout, model, prompts, aot_eager):
+    """Threads that decode the same model with cache="compiled" at once (the pipeline's direct and
+    redraw batchers do) share its compiled step and StaticCache: each call must get the tokens it
+    gets alone. Without the per-model lock the calls overwrite each other's cache."""
+    import concurrent.futures
+
+    m = copy.deepcopy(model)
+    jobs = [list(range(100 * j, 100 * j + 8)) for j in range(6)]  # 8 rows each: one shape, other row seeds
+    ref = [[g.ids for g in generate(m, layout, prompts[:8], 24, row_seeds=seeds, cache="dynamic")] for seeds in jobs]
+    generate(m, layout, prompts[:8], 24, row_seeds=jobs[0], cache="compiled")  # traced once, before the threads
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda seeds: [g.ids for g in generate(m, layout, prompts[:8], 24, row_seeds=seeds,
+                                                                   cache="compiled")], jobs))
+    assert got == ref
 
 
 def test_row_counts_in_one_bucket_share_a_graph(layout, model, prompts, aot_eager):

@@ -302,7 +302,7 @@ def test_compiled_policy_decoding_gives_the_same_trajectories(tmp_path, tiny_pol
     assert counters["stats"]["unique_graphs"] == len(shapes)  # one graph per cache width (prompts of 0-3 images)
 
 
-def test_pipeline_parameters_are_checked_and_cache_defaults_to_dynamic(tmp_path, tiny_policy):
+def test_pipeline_parameters_are_checked_and_cache_defaults_to_auto(tmp_path, tiny_policy):
     import sairlib.generation as generation
     from sairlib.params import ParamsError, load_params, notebook_parameters, read_yaml
     from sairlib.pipeline import BackendSpec, check_pipeline
@@ -310,11 +310,11 @@ def test_pipeline_parameters_are_checked_and_cache_defaults_to_dynamic(tmp_path,
 
     assert CACHES == generation.CACHES
     assert notebook_parameters(ROOT / "notebooks" / "01_pipeline.ipynb")["pipeline"] == DEFAULT_PIPELINE
-    assert check_pipeline({"max_batch": 8}) == {**DEFAULT_PIPELINE, "max_batch": 8}  # cache: "dynamic"
-    for name, cache in (("ci", "dynamic"), ("default", "dynamic"), ("gpu", "compiled")):
+    assert check_pipeline({"max_batch": 8}) == {**DEFAULT_PIPELINE, "max_batch": 8}  # cache: "auto"
+    for name, cache in (("ci", "auto"), ("default", "auto"), ("gpu", "dynamic")):
         assert check_pipeline(read_yaml(ROOT / "params" / f"{name}.yaml")["pipeline"])["cache"] == cache
     for bad in ("paged", "Compiled", 1, None):
-        with pytest.raises(ValueError, match=r"pipeline\.cache: must be one of 'dynamic', 'static', 'compiled'"):
+        with pytest.raises(ValueError, match=r"pipeline\.cache: must be one of 'auto', 'dynamic', 'static', 'compiled'"):
             check_pipeline({"cache": bad})
     with pytest.raises(ValueError, match=r"pipeline\.cahce: unknown key"):
         check_pipeline({"cahce": "compiled"})

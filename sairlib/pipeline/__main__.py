@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-rounds", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=512)
     p.add_argument("--max-batch", type=int, default=256)
-    p.add_argument("--cache", default="dynamic", choices=CACHES,
+    p.add_argument("--cache", default="auto", choices=CACHES,
                    help="the policy generator's decoding (compiled: fixed-shape steps, CUDA graphs on CUDA)")
     p.add_argument("--admission", default="complex_first", choices=ADMISSIONS,
                    help="order in which tasks enter (results do not depend on it)")

@@ -74,7 +74,7 @@ class PolicyGenerator:
     name = "policy"
 
     def __init__(self, policy: Any, temperature: float = 1.0, top_k: int = 0, batch_size: int = 256,
-                 cache: str = "dynamic") -> None:
+                 cache: str = "auto") -> None:
         from ..generation import CACHES
 
         if cache not in CACHES:
@@ -200,7 +200,7 @@ def _start(task: X2IInput, inputs: Sequence[Scene], grid: int) -> Scene:
 
 def make_generator(name: str, policy: Any = None, *, capacity: int | None = None, temperature: float = 1.0,
                    batch_size: int = 256, image_size: int = 64, grid: int = 4,
-                   cache: str = "dynamic") -> BatchGenerator:
+                   cache: str = "auto") -> BatchGenerator:
     """``"policy"`` (needs ``policy``; ``cache`` is its decoding, see ``generate``) or ``"world"``."""
     if name == "policy":
         if policy is None:

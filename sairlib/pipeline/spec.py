@@ -17,19 +17,20 @@ from .generators import make_generator
 
 # the KV caches of sairlib.generation.generate (listed here so that this module does not import torch;
 # tests/test_pipeline.py checks that the two agree)
-CACHES: tuple[str, ...] = ("dynamic", "static", "compiled")
+CACHES: tuple[str, ...] = ("auto", "dynamic", "static", "compiled")
 GENERATORS: tuple[str, ...] = ("policy", "world")
 PIPELINE_KEYS: dict[str, type | tuple] = {
     "direct": GENERATORS, "redraw": GENERATORS, "capacity": int, "temperature": float, "concurrency": int,
     "max_batch": int, "max_wait_s": float, "workers": int, "analyzer_workers": int, "cache": CACHES}
 DEFAULT_PIPELINE: dict[str, Any] = {
     "direct": "policy", "redraw": "policy", "capacity": 0, "temperature": 1.0, "concurrency": 512, "max_batch": 256,
-    "max_wait_s": 0.0, "workers": 1, "analyzer_workers": 0, "cache": "dynamic"}
+    "max_wait_s": 0.0, "workers": 1, "analyzer_workers": 0, "cache": "auto"}
 
 
 def check_pipeline(p: Mapping[str, Any], where: str = "pipeline") -> dict[str, Any]:
     """Validate notebook 01's ``pipeline`` parameters (an unknown key, a wrong type or value names
-    ``pipeline.<key>``); missing keys get their defaults (``cache``: ``"dynamic"``).
+    ``pipeline.<key>``); missing keys get their defaults (``cache``: ``"auto"``: static on the CPU,
+    dynamic elsewhere).
 
     ``cache`` is the policy generator's decoding (see :func:`sairlib.generation.generate`):
     ``"compiled"`` pads each batch to a row bucket and replays compiled steps (CUDA graphs on CUDA).
@@ -56,7 +57,7 @@ class BackendSpec:
     analyzer: dict[str, Any] | None = None  # a judge for sairlib.services.make_analyzer; None: the world's
     image_size: int = 64
     grid: int = 4
-    cache: str = "dynamic"  # the policy generator's decoding: "dynamic", "static" or "compiled"
+    cache: str = "auto"  # the policy generator's decoding: "auto", "dynamic", "static" or "compiled"
 
     def __post_init__(self) -> None:
         check_section({"cache": self.cache}, {"cache": CACHES}, "pipeline")
