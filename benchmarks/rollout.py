@@ -37,6 +37,7 @@ from sairlib.sequence import Layout  # noqa: E402
 from sairlib.tokenizers import build_tokenizer  # noqa: E402
 from sairlib.world import make_tasks  # noqa: E402
 from sairlib.world.grammar import vocabulary  # noqa: E402
+from benchmarks.common import sync  # noqa: E402
 
 MODES = ("dynamic", "static", "compiled")  # the KV-cache modes of sairlib.generation.generate
 QUICK = dict(batch=8, hidden=64, layers=2, heads=4, new_tokens=48, codes=64, tokens_per_image=16, threads=1)
@@ -118,11 +119,6 @@ def left_pad(prompts: list[list[int]], pad: int, device: torch.device) -> tuple[
 
 
 # ----------------------------------------------------------------------------- measurements
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
     """``(fn(), seconds)`` with the device synchronised around it."""
     sync(device)

@@ -66,17 +66,11 @@ if str(ROOT) not in sys.path:
 from sairlib.policy import model_config  # noqa: E402
 from sairlib.tokenizers import build_tokenizer  # noqa: E402
 from sairlib.world.grammar import vocabulary  # noqa: E402
+from benchmarks.common import RESULTS, T0, log, rel, sync  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 QUICK = dict(hidden=64, layers=2, heads=4, intermediate=0, batch=4, seq_len=128, min_len=16, warmup=1, steps=3, threads=1,
              check_seqs=6)
 PACKED_ATTENTION = "sair_packed"  # registered below: FlexAttention for a BlockMask, SDPA otherwise
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    """Progress line with the seconds since start (flushed: the GPU runs are watched live)."""
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -290,11 +284,6 @@ def packed_inputs(batch: PackedBatch, masks: MaskBuilder, device: torch.device) 
 
 
 # ----------------------------------------------------------------------------- measurements
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, int]:
     """Best dense matmul rate (TFLOP/s, 2*n^3 per product) over a few square sizes, and that size."""
     sizes = (4096, 8192, 16384) if device.type == "cuda" else (256, 512)
@@ -383,10 +372,6 @@ def packed_loss(model: torch.nn.Module, seqs: list[np.ndarray], pad: int, kind: 
     inputs = packed_inputs(batch, MaskBuilder(kind, 1, width, device), device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return model(**inputs).loss.item()
-
-
-def rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(b), 1e-12)
 
 
 # ----------------------------------------------------------------------------- the two paths

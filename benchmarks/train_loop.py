@@ -66,8 +66,8 @@ from sairlib.policy import Policy  # noqa: E402
 from sairlib.pretrain import pretrain_examples  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
+from benchmarks.common import RESULTS, T0, log, rel, sync  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 # params/gpu.yaml's world and pretraining mix
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)
 MIX = {"t2i": 2, "edit": 4, "compose": 1, "single_edit": 3, "describe": 2, "evaluate": 4}
@@ -77,12 +77,6 @@ STEP_SETTINGS = (("padded_sdpa", "sdpa", False), ("packed_sdpa", "sdpa", True),
 FIRST_LOSS_RTOL = 1e-3
 QUICK = dict(hidden=64, layers=2, heads=4, batch=8, codes=64, fit_tasks=20, residual_images=10, data_batches=6,
              warmup=1, bench_steps=3, steps=6, logging_steps=2, data_workers=1, threads=1, device="cpu")
-T0 = time.perf_counter()
-
-
-def log(msg: str) -> None:
-    """Progress line with the seconds since start (flushed: GPU runs are watched live)."""
-    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -139,15 +133,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- helpers
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(b), 1e-12)
-
-
 def rows_of(examples: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
     """What the collators see: ``input_ids`` and ``labels`` only (``train_lm`` selects the same columns)."""
     return [{"input_ids": list(e["input_ids"]), "labels": list(e["labels"])} for e in examples]

@@ -19,13 +19,12 @@ import sairlib.training as training
 from sairlib.masking import IGNORE
 from sairlib.policy import Policy, model_config
 from sairlib.pretrain import pretrain_examples
-from sairlib.reference_trajectories import reference_trajectory
 from sairlib.sft import SFTJob, build_trainer, check_sft, launch_sft, sft_config
-from sairlib.sft_data import build_sft_dataset
 from sairlib.training import (PAD_MULTIPLE_CUDA, check_hparams, check_packable, lm_collator, pad_multiple,
                               train_lm)
-from sairlib.world import WorldAnalyzer, WorldConfig, make_tasks
+from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world_setup import build_tokenizers
+from sft_examples import reference_sft_dataset
 
 CODEC, TOK, _ = build_tokenizers(WorldConfig(), 16, 64, 20, 10, 0)
 SIZE = {"hidden": 32, "layers": 2, "heads": 4, "kv_heads": 2, "max_len": 1024}
@@ -49,14 +48,7 @@ def tiny_policy(seed: int = 0) -> Policy:
 @pytest.fixture(scope="module")
 def sft_ds() -> Dataset:
     """Selectively masked SFT examples of several lengths (prompt and tool output carry -100)."""
-    a, trajs = WorldAnalyzer(), []
-    for i, x in enumerate(make_tasks(3, "train", seed=5)):
-        for mode in ("direct", "reflection", "multistep"):
-            t = reference_trajectory(x, mode, a, np.random.default_rng(i), rounds=1 + i % 2)
-            t.id = f"{x.id}-{mode}"
-            trajs.append(t)
-    ds, _ = build_sft_dataset(trajs, tiny_policy().layout, CODEC, "selective", "full")
-    return ds
+    return reference_sft_dataset(3, tiny_policy().layout, CODEC)
 
 
 def four_rows(ds: Dataset) -> list[dict[str, list[int]]]:

@@ -13,12 +13,11 @@ from accelerate.commands.config.config_args import load_config_from_file
 
 from sairlib.masking import IGNORE
 from sairlib.policy import Policy
-from sairlib.reference_trajectories import reference_trajectory
 from sairlib.sft import (ACCELERATE_DIR, SFTJob, accelerate_command, build_trainer, check_lora, check_sft,
                          launch_sft, sft_config)
-from sairlib.sft_data import build_sft_dataset
-from sairlib.world import WorldAnalyzer, WorldConfig, make_tasks
+from sairlib.world import WorldConfig
 from sairlib.world_setup import build_tokenizers
+from sft_examples import reference_sft_dataset
 
 CODEC, TOK, _ = build_tokenizers(WorldConfig(), 16, 64, 20, 10, 0)
 
@@ -32,14 +31,7 @@ def tiny_policy(seed: int = 0) -> Policy:
 
 @pytest.fixture(scope="module")
 def sft_ds():
-    a, trajs = WorldAnalyzer(), []
-    for i, x in enumerate(make_tasks(4, "train", seed=5)):
-        for mode in ("direct", "reflection", "multistep"):
-            t = reference_trajectory(x, mode, a, np.random.default_rng(i), rounds=1 + i % 2)
-            t.id = f"{x.id}-{mode}"
-            trajs.append(t)
-    ds, _ = build_sft_dataset(trajs, tiny_policy().layout, CODEC, "selective", "full")
-    return ds
+    return reference_sft_dataset(4, tiny_policy().layout, CODEC)
 
 
 @pytest.fixture(scope="module")

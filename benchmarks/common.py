@@ -1,0 +1,31 @@
+"""What the benchmark scripts share: where results go, progress lines, device syncs, relative errors.
+
+The scripts put the repository root on ``sys.path`` and then ``from benchmarks.common import ...``,
+so they run as ``python benchmarks/<script>.py`` from anywhere.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """Progress line with the seconds since start (flushed: GPU runs are watched live)."""
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rel(a: float, b: float) -> float:
+    """Relative difference of ``a`` from the reference ``b``."""
+    return abs(a - b) / max(abs(b), 1e-12)
