@@ -193,18 +193,39 @@ def test_batch_size_and_static_cache_match(layout, model, prompts):
     ref = [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="dynamic")]
     assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, batch_size=5)] == ref
     assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="static")] == ref
-    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0)] == ref  # "auto": static here
+    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0, cache="growing")] == ref
+    assert [g.ids for g in generate(model, layout, prompts, 30, temperature=0)] == ref  # "auto": growing here
     seeded = [g.ids for g in generate(model, layout, prompts, 30, row_seeds=range(len(prompts)), cache="dynamic")]
     assert [g.ids for g in generate(model, layout, prompts, 30, row_seeds=range(len(prompts)))] == seeded
 
 
-def test_auto_cache_is_static_on_cpu_and_dynamic_elsewhere():
+def test_growing_cache_layer_equals_concatenation_and_reallocates_rarely(layout):
+    """Keys and values are those torch.cat would give; buffers double, so 300 one-token steps after
+    a 40-token prefill reallocate a handful of times, and the returned keys are views of the buffer."""
+    from sairlib.generation import _growing_cache
+
+    cache = _growing_cache(tiny_model(layout).config)
+    layer = cache.layers[0]
+    k_ref = torch.randn(2, 4, 40, 8)
+    k, _ = layer.update(k_ref, k_ref * 2)
+    buffers = {layer._k.data_ptr()}
+    for _ in range(300):
+        step = torch.randn(2, 4, 1, 8)
+        k_ref = torch.cat([k_ref, step], dim=-2)
+        k, v = layer.update(step, step * 2)
+        buffers.add(layer._k.data_ptr())
+    assert torch.equal(k, k_ref) and torch.equal(v, k_ref * 2)
+    assert layer.get_seq_length() == 340 and k.data_ptr() == layer._k.data_ptr()
+    assert len(buffers) <= 5  # 64 -> 128 -> 256 -> 512 (40 + 300 tokens)
+
+
+def test_auto_cache_is_growing_on_cpu_and_dynamic_elsewhere():
     from sairlib.generation import resolve_cache
 
-    assert resolve_cache("auto", torch.device("cpu")) == "static"
+    assert resolve_cache("auto", torch.device("cpu")) == "growing"
     assert resolve_cache("auto", torch.device("cuda")) == "dynamic"  # resolving needs no GPU
-    assert [resolve_cache(c, torch.device("cpu")) for c in ("dynamic", "static", "compiled")] == \
-        ["dynamic", "static", "compiled"]
+    assert [resolve_cache(c, torch.device("cpu")) for c in ("dynamic", "growing", "static", "compiled")] == \
+        ["dynamic", "growing", "static", "compiled"]
     with pytest.raises(ValueError, match="cache: must be one of"):
         resolve_cache("paged", torch.device("cpu"))
 

@@ -314,7 +314,7 @@ def test_pipeline_parameters_are_checked_and_cache_defaults_to_auto(tmp_path, ti
     for name, cache in (("ci", "auto"), ("default", "auto"), ("gpu", "dynamic")):
         assert check_pipeline(read_yaml(ROOT / "params" / f"{name}.yaml")["pipeline"])["cache"] == cache
     for bad in ("paged", "Compiled", 1, None):
-        with pytest.raises(ValueError, match=r"pipeline\.cache: must be one of 'auto', 'dynamic', 'static', 'compiled'"):
+        with pytest.raises(ValueError, match=r"pipeline\.cache: must be one of 'auto', 'dynamic', 'growing', 'static', 'compiled'"):
             check_pipeline({"cache": bad})
     with pytest.raises(ValueError, match=r"pipeline\.cahce: unknown key"):
         check_pipeline({"cahce": "compiled"})

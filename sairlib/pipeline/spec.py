@@ -17,7 +17,7 @@ from .generators import make_generator
 
 # the KV caches of sairlib.generation.generate (listed here so that this module does not import torch;
 # tests/test_pipeline.py checks that the two agree)
-CACHES: tuple[str, ...] = ("auto", "dynamic", "static", "compiled")
+CACHES: tuple[str, ...] = ("auto", "dynamic", "growing", "static", "compiled")
 GENERATORS: tuple[str, ...] = ("policy", "world")
 PIPELINE_KEYS: dict[str, type | tuple] = {
     "direct": GENERATORS, "redraw": GENERATORS, "capacity": int, "temperature": float, "concurrency": int,
@@ -29,7 +29,7 @@ DEFAULT_PIPELINE: dict[str, Any] = {
 
 def check_pipeline(p: Mapping[str, Any], where: str = "pipeline") -> dict[str, Any]:
     """Validate notebook 01's ``pipeline`` parameters (an unknown key, a wrong type or value names
-    ``pipeline.<key>``); missing keys get their defaults (``cache``: ``"auto"``: static on the CPU,
+    ``pipeline.<key>``); missing keys get their defaults (``cache``: ``"auto"``: growing on the CPU,
     dynamic elsewhere).
 
     ``cache`` is the policy generator's decoding (see :func:`sairlib.generation.generate`):
@@ -57,7 +57,7 @@ class BackendSpec:
     analyzer: dict[str, Any] | None = None  # a judge for sairlib.services.make_analyzer; None: the world's
     image_size: int = 64
     grid: int = 4
-    cache: str = "auto"  # the policy generator's decoding: "auto", "dynamic", "static" or "compiled"
+    cache: str = "auto"  # the policy generator's decoding: "auto", "dynamic", "growing", "static" or "compiled"
 
     def __post_init__(self) -> None:
         check_section({"cache": self.cache}, {"cache": CACHES}, "pipeline")
