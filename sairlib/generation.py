@@ -36,8 +36,8 @@ from transformers.cache_utils import DynamicLayer
 
 from .sequence import TEXT_TAGS, Layout, Parsed
 
-__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "counter_exponential", "generate", "resolve_cache",
-           "row_bucket", "sample_tokens"]
+__all__ = ["Generation", "LayoutConstraint", "ConstraintState", "check_cache", "counter_exponential", "generate",
+           "resolve_cache", "row_bucket", "sample_tokens"]
 
 _TEXT_KINDS: tuple[str, ...] = tuple(TEXT_TAGS)  # E, R, S, D
 _K = len(_TEXT_KINDS)
@@ -288,6 +288,13 @@ def _forward_params(model: Any) -> tuple[str, bool]:
 CACHES: tuple[str, ...] = ("auto", "dynamic", "growing", "static", "compiled")
 
 
+def check_cache(cache: Any) -> str:
+    """``cache`` if it names a KV cache of :func:`generate` (:data:`CACHES`), else a ``ValueError``."""
+    if cache not in CACHES:
+        raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
+    return cache
+
+
 def resolve_cache(cache: str, device: torch.device) -> str:
     """The KV cache that ``cache`` means on ``device``: ``"auto"`` is ``"growing"`` on the CPU and
     ``"dynamic"`` elsewhere; the other names are themselves.
@@ -300,9 +307,7 @@ def resolve_cache(cache: str, device: torch.device) -> str:
     writes in place and attends over the filled part only. On CUDA the copies are cheap next to the
     kernels, and the H200 runs were measured with the dynamic cache.
     """
-    if cache not in CACHES:
-        raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
-    if cache != "auto":
+    if check_cache(cache) != "auto":
         return cache
     return "growing" if torch.device(device).type == "cpu" else "dynamic"
 
@@ -345,6 +350,8 @@ def _growing_cache(config: Any) -> DynamicCache:
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
         cache.layers = [_GrowingLayer() for _ in cache.layers]
     return cache
+
+
 _WIDTH_MULTIPLE = 128   # compiled decoding: cache length rounded up, so prompt widths share a graph
 # Compiled decoding pads each chunk's rows up to a bucket (row_bucket): powers of two up to batch_size, which
 # is a bucket itself, starting at batch_size / 32 (at least 8), so at most _ROW_BUCKETS per batch size. Every

@@ -75,12 +75,10 @@ class PolicyGenerator:
 
     def __init__(self, policy: Any, temperature: float = 1.0, top_k: int = 0, batch_size: int = 256,
                  cache: str = "auto") -> None:
-        from ..generation import CACHES
+        from ..generation import check_cache
 
-        if cache not in CACHES:
-            raise ValueError(f"cache: must be one of {CACHES}, got {cache!r}")
         self.policy, self.temperature, self.top_k = policy, float(temperature), int(top_k)
-        self.batch_size, self.cache = int(batch_size), cache
+        self.batch_size, self.cache = int(batch_size), check_cache(cache)
 
     def draw(self, requests: Sequence[DrawRequest]) -> list[np.ndarray]:
         from ..generation import generate
