@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from .metrics import METRICS_FILE, RUN_KEY, read_json, write_json
-from .params import RESERVED, UNKNOWN, notebook_parameters, read_yaml
+from .params import RESERVED, UNKNOWN, deep_merge, notebook_parameters, read_yaml
 
 STAGE_DIR = "05_ablations"
 RESULTS_FILE = "results.json"
@@ -82,16 +82,6 @@ def load_overrides(params_dir: str | os.PathLike, config_id: str) -> dict[str, A
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no parameter file for ablation {config_id!r}")
     return read_yaml(path)
-
-
-def deep_merge(base: Any, over: Any) -> Any:
-    """``over`` on top of ``base``; mappings merged key by key, anything else replaced."""
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = copy.deepcopy(base)
-        for k, v in over.items():
-            out[k] = deep_merge(out.get(k), v)
-        return out
-    return copy.deepcopy(over)
 
 
 def declared_defaults(notebooks: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:

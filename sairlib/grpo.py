@@ -69,7 +69,7 @@ def check_grpo(p: Mapping[str, Any], where: str = "grpo") -> dict[str, Any]:
     return out
 
 
-GRPO_EVAL_KEYS = {"tasks": int, "samples": int, "temperature": float, "max_new_tokens": int}
+GRPO_EVAL_KEYS = {"tasks": int, "samples": int, "temperature": float, "max_new_tokens": int, "no_penalty_twin": bool}
 
 
 def check_grpo_eval(p: Mapping[str, Any], where: str = "grpo_eval") -> dict[str, Any]:

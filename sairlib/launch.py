@@ -7,6 +7,7 @@ module whose ``main`` takes the job file's path (``sairlib.sft_launch``, ``sairl
 the job's main process writes there::
 
     history = launch_job(job, "sairlib.grpo_launch", run_here, processes=2)
+    histories = launch_jobs({"a": job_a, "b": job_b}, "sairlib.sft_launch", run_here)  # at once on one GPU
     cmd = launch_command("sairlib.grpo_launch", "outputs/run/04_grpo/checkpoints/launch.json", 2)
     run_launch(cmd)     # raises RuntimeError naming the command and each rank's exception
 """
@@ -93,6 +94,15 @@ def run_launch(cmd: list[str]) -> None:
                            + "".join(f"{e}\n" for e in errors) + f"--- last lines ---\n{tail}")
 
 
+def _job_path(job: Any) -> Path:
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / HISTORY_FILE).unlink(missing_ok=True)
+    job_path = out / JOB_FILE
+    job_path.write_text(job.to_json())
+    return job_path
+
+
 def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, Any]]],
                processes: int | None = None, config: str | Path | None = None,
                subprocess_: bool | None = None) -> list[dict[str, Any]]:
@@ -109,10 +119,38 @@ def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, A
     use_sub = subprocess_ if subprocess_ is not None else (n > 1 or config is not None)
     if not use_sub:
         return run_here(job)
-    out = Path(job.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / HISTORY_FILE).unlink(missing_ok=True)
-    job_path = out / JOB_FILE
-    job_path.write_text(job.to_json())
-    run_launch(launch_command(module, job_path, n, config))
-    return json.loads((out / HISTORY_FILE).read_text())
+    run_launch(launch_command(module, _job_path(job), n, config))
+    return json.loads((Path(job.output_dir) / HISTORY_FILE).read_text())
+
+
+def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], list[dict[str, Any]]],
+                concurrent: bool | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Run independent jobs (a twin run beside the main one); return each one's log history.
+
+    ``concurrent`` (default: exactly one GPU visible) starts every job at once, each as its own
+    single-process launch on that GPU: a small policy leaves most of an accelerator idle between
+    its kernels, so two runs share it for little more than the time of one. Otherwise the jobs run
+    one after another through :func:`launch_job`. Results do not depend on the choice: each job
+    seeds itself. A failed job raises after all have ended, naming every failed job.
+    """
+    if concurrent is None:
+        concurrent = torch.cuda.device_count() == 1
+    if not concurrent or len(jobs) < 2:
+        return {name: launch_job(job, module, run_here) for name, job in jobs.items()}
+    running = {}
+    for name, job in jobs.items():
+        cmd = launch_command(module, _job_path(job), 1)
+        log = open(Path(job.output_dir) / "launch.log", "w")
+        running[name] = (cmd, log, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True))
+    failed = []
+    for name, (cmd, log, proc) in running.items():
+        code = proc.wait()
+        log.close()
+        if code != 0:
+            lines = Path(log.name).read_text(errors="replace").splitlines()
+            errors = list(dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln)))
+            failed.append(f"{name}: exit {code}: {' '.join(cmd)}\n" + "".join(f"{e}\n" for e in errors)
+                          + "--- last lines ---\n" + "\n".join(lines[-20:]))
+    if failed:
+        raise RuntimeError("launch failed for " + "\n".join(failed))
+    return {name: json.loads((Path(job.output_dir) / HISTORY_FILE).read_text()) for name, job in jobs.items()}

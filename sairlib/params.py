@@ -18,6 +18,13 @@ overrides some of them::
   accepts any mapping;
 * the runner-owned names ``run_dir`` and ``stage_dir``.
 
+A file may start from another one: ``extends: gpu.yaml`` (a path relative to
+the extending file's folder) reads that file first and merges this one over it,
+mappings key by key (``grpo: {steps: 60}`` changes one GRPO setting and keeps
+the rest). Chains of files are followed; a cycle or a missing base is refused
+with the file that names it. ``resolve_params`` returns the merged mapping,
+which the runner records as the run's ``params.yaml``.
+
 ``stage_parameters`` then picks the subset one notebook declares, because
 papermill only warns about parameters a notebook does not know.
 """
@@ -25,6 +32,7 @@ papermill only warns about parameters a notebook does not know.
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import os
 from collections.abc import Iterable, Mapping
@@ -34,6 +42,7 @@ from typing import Any
 import yaml
 
 RESERVED = ("run_dir", "stage_dir")
+EXTENDS = "extends"
 
 
 class ParamsError(ValueError):
@@ -113,6 +122,35 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def deep_merge(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``; mappings merged key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            out[k] = deep_merge(out.get(k), v)
+        return out
+    return copy.deepcopy(over)
+
+
+def resolve_params(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The parameter file at ``path`` with its ``extends`` chain merged in (base first)."""
+    path = Path(path)
+    here = path.resolve()
+    if here in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, here))
+        raise ParamsError(f"{path}: {EXTENDS} makes a cycle: {chain}")
+    data = read_yaml(path)
+    if EXTENDS not in data:
+        return data
+    base = data.pop(EXTENDS)
+    if not isinstance(base, str) or not base:
+        raise ParamsError(f"{path}: {EXTENDS} must be the path of another parameter file, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ParamsError(f"{path}: {EXTENDS}: no parameter file {base_path}")
+    return deep_merge(resolve_params(base_path, (*_seen, here)), data)
+
+
 def _suggest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -183,7 +221,7 @@ def load_params(
 ) -> dict[str, Any]:
     """Read ``params_file`` and validate it against ``notebooks``; return the mapping."""
     where = str(params_file)
-    params = read_yaml(params_file)
+    params = resolve_params(params_file)
     for name in RESERVED:
         if name in params:
             raise ParamsError(

@@ -40,7 +40,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +47,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sairlib.memory import PeakMemory
 from sairlib.metrics import METRICS_FILE, RUN_KEY, read_json, write_json, write_text
@@ -300,7 +301,7 @@ def run_chain(
     root = notebooks_dir.parent
     run_dir = (outputs / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(params_file, run_dir / "params.yaml")
+    write_text(run_dir / "params.yaml", yaml.safe_dump(params, sort_keys=False))  # extends resolved
     _kernel_can_import_sairlib()
 
     stages = []

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .launch import ACCELERATE_DIR, HISTORY_FILE, JobFile, launch_command, launch_job
+from .launch import ACCELERATE_DIR, HISTORY_FILE, JobFile, launch_command, launch_job, launch_jobs
 from .params import check_section
 from .training import HPARAM_KEYS, check_packable, pad_multiple, trainer_fields
 
@@ -249,3 +249,10 @@ def launch_sft(job: SFTJob, processes: int | None = None, accelerate_config: str
     history = launch_job(job, "sairlib.sft_launch", lambda j: run_job(j).history, processes, accelerate_config,
                          subprocess_)
     return SFTRun(Path(job.model_dir), history)
+
+
+def launch_sft_all(jobs: dict[str, SFTJob], concurrent: bool | None = None) -> dict[str, SFTRun]:
+    """Run independent SFT jobs (the masked model and its unmasked twin): at once on one GPU,
+    one after another elsewhere (:func:`sairlib.launch.launch_jobs`)."""
+    histories = launch_jobs(jobs, "sairlib.sft_launch", lambda j: run_job(j).history, concurrent)
+    return {name: SFTRun(Path(jobs[name].model_dir), h) for name, h in histories.items()}

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import grpo_dist_check as dist  # noqa: E402
-from sairlib.grpo_job import GRPOJob, grpo_command, launch_grpo  # noqa: E402
+from sairlib.grpo_job import GRPOJob, grpo_command, launch_grpo, launch_grpo_all  # noqa: E402
 from sairlib.policy import Policy  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,3 +70,23 @@ def test_two_gloo_ranks_take_the_same_step_as_one_process(tmp_path, base):
     apart = sum((x[k] - y[k]).norm() ** 2 for k in x) ** 0.5
     assert moved > 0 and apart < 0.05 * moved
     assert json.loads((Path(two.model_dir).parent / "ckpt" / "history.json").read_text()) == two.history
+
+
+@pytest.mark.slow
+def test_the_twin_without_penalty_beside_the_main_run_logs_what_it_logs_alone(tmp_path, base):
+    """Notebook 04 on one GPU: the run and its no-penalty twin at once, each a one-process launch."""
+    def pair(tag: str) -> dict[str, GRPOJob]:
+        twin = job(tmp_path, base, f"np_{tag}")
+        twin.reward = {**twin.reward, "penalty": False}
+        return {"grpo": job(tmp_path, base, f"g_{tag}"), "no_penalty": twin}
+
+    alone = launch_grpo_all(pair("alone"), concurrent=False)
+    together = launch_grpo_all(pair("together"), concurrent=True)
+    for name in ("grpo", "no_penalty"):
+        a, b = ([h for h in r[name].history if "loss" in h] for r in (alone, together))
+        for key in ("reward", "raw/composite", "penalty/factor_mean", "images/mean"):
+            assert b[0][key] == pytest.approx(a[0][key], rel=1e-6, abs=1e-9), (name, key)
+        assert (together[name].model_dir / "config.json").is_file()
+    ran = {n: json.loads((Path(together[n].model_dir).parent / "ckpt" / "launch.json").read_text()) for n in together}
+    assert ran["grpo"]["reward"]["penalty"] is True and ran["no_penalty"]["reward"]["penalty"] is False
+    assert [h for h in alone["no_penalty"].history if "loss" in h][0]["penalty/factor_mean"] == 1.0

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sairlib.launch import launch_command, run_launch
+from sairlib.launch import launch_command, launch_jobs, run_launch
 
 
 def test_command_lines():
@@ -29,3 +29,27 @@ def test_a_failing_job_reports_its_exception_line():
         run_launch([sys.executable, "-c", code])
     msg = str(e.value)
     assert "exit 1" in msg and "ValueError: boom in a rank" in msg.split("--- last lines ---")[0]
+
+
+class _Job:
+    def __init__(self, output_dir):
+        self.output_dir = str(output_dir)
+
+    def to_json(self) -> str:
+        return "{}"
+
+
+def test_concurrent_jobs_that_fail_are_each_named(tmp_path):
+    jobs = {"first": _Job(tmp_path / "a"), "second": _Job(tmp_path / "b")}
+    with pytest.raises(RuntimeError) as e:
+        launch_jobs(jobs, "sairlib.no_such_module", lambda j: [], concurrent=True)
+    msg = str(e.value)
+    assert "first: exit" in msg and "second: exit" in msg and "no_such_module" in msg
+    assert (tmp_path / "a" / "launch.log").is_file() and (tmp_path / "a" / "launch.json").is_file()
+
+
+def test_jobs_run_in_order_when_not_concurrent(tmp_path):
+    seen = []
+    out = launch_jobs({"x": _Job(tmp_path / "x"), "y": _Job(tmp_path / "y")}, "unused",
+                      lambda j: seen.append(j.output_dir) or [{"step": len(seen)}], concurrent=False)
+    assert seen == [str(tmp_path / "x"), str(tmp_path / "y")] and out == {"x": [{"step": 1}], "y": [{"step": 2}]}

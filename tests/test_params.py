@@ -57,6 +57,25 @@ def test_valid_file_is_returned(tmp_path):
     }
 
 
+def test_extends_merges_over_the_base_key_by_key(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, "seed: 1\nalpha: 2.0\nmodel: {hidden: 4, layers: 3}\n", "base.yaml")
+    write(tmp_path, "extends: base.yaml\nalpha: 3.0\n", "middle.yaml")
+    top = write(tmp_path, "extends: ../middle.yaml\nmodel: {layers: 5}\n", "sub/top.yaml")
+    assert load_params(top, NOTEBOOKS) == {"seed": 1, "alpha": 3.0, "model": {"hidden": 4, "layers": 5}}
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with pytest.raises(ParamsError, match=r"a\.yaml: extends makes a cycle"):
+        load_params(tmp_path / "a.yaml", NOTEBOOKS)
+    assert "no parameter file" in error(tmp_path, "extends: missing.yaml\n")
+    assert "extends must be the path" in error(tmp_path, "extends: [a.yaml]\n")
+    write(tmp_path, "alpah: 1.0\n", "typo.yaml")  # the merged mapping is checked like any file
+    assert "did you mean 'alpha'" in error(tmp_path, "extends: typo.yaml\n")
+
+
 def test_empty_file_is_an_empty_mapping(tmp_path):
     assert load_params(write(tmp_path, "# nothing\n"), NOTEBOOKS) == {}
 

@@ -14,7 +14,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from sairlib.masking import IGNORE
 from sairlib.policy import Policy
 from sairlib.sft import (ACCELERATE_DIR, SFTJob, accelerate_command, build_trainer, check_lora, check_sft,
-                         launch_sft, sft_config)
+                         launch_sft, launch_sft_all, sft_config)
 from sairlib.world import WorldConfig
 from sairlib.world_setup import build_tokenizers
 from sft_examples import reference_sft_dataset
@@ -157,6 +157,23 @@ def test_accelerate_launch_subprocess_matches_in_process(sft_ds, base_dir, tmp_p
     moved = sum((a[k] - base[k]).norm() ** 2 for k in a) ** 0.5
     apart = sum((a[k] - b[k]).norm() ** 2 for k in a) ** 0.5
     assert moved > 0.1 and apart < 0.05 * moved
+
+
+@pytest.mark.slow
+def test_twin_jobs_at_once_train_like_one_after_the_other(sft_ds, base_dir, tmp_path):
+    """What notebook 03 does on one GPU (the masked run and its twin in two processes at once),
+    here on CPU: each job gives the losses it gives alone, in this process."""
+    sft_ds.save_to_disk(str(tmp_path / "train"))
+    h = {"batch_size": 4, "lr": 0.01, "max_steps": 3, "logging_steps": 1, "save_steps": 1000}
+    mk = lambda k, seed: SFTJob(base_dir=base_dir, train_dir=str(tmp_path / "train"),
+                                model_dir=str(tmp_path / k / "model"), output_dir=str(tmp_path / k / "ckpt"),
+                                hparams=h, seed=seed)
+    alone = launch_sft_all({"a": mk("a1", 1), "b": mk("b1", 2)}, concurrent=False)
+    together = launch_sft_all({"a": mk("a2", 1), "b": mk("b2", 2)}, concurrent=True)
+    for k in ("a", "b"):
+        assert [x["loss"] for x in together[k].losses] == pytest.approx([x["loss"] for x in alone[k].losses], rel=1e-3)
+        assert (together[k].model_dir / "config.json").is_file()
+    assert alone["a"].losses != alone["b"].losses  # the seeds matter, so the pairing is checked
 
 
 @pytest.mark.slow
