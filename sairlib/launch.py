@@ -95,6 +95,10 @@ def run_launch(cmd: list[str]) -> None:
 
 
 def _job_path(job: Any) -> Path:
+    """Write ``job`` into its output folder for a launched process (and hand this process's cached
+    GPU memory back first: an evaluation just before can hold most of the accelerator)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / HISTORY_FILE).unlink(missing_ok=True)
