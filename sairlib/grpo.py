@@ -38,7 +38,7 @@ from .generation import LayoutConstraint, generate
 from .interfaces import X2IInput
 from .modes import MODES
 from .params import check_section
-from .rewards import COMPONENTS, RewardContext, alphas, penalty_factors, reward_funcs
+from .rewards import COMPONENTS, RewardContext, alphas, penalty_factors, penalty_reach, reward_funcs
 from .solve import default_budget
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.16
@@ -200,12 +200,15 @@ class SairGRPOTrainer(GRPOTrainer):
         else:
             factors = torch.ones_like(raw)
         out = per_func * factors[:, None]
-        self._log_batch(mode, per_func, raw, factors, stats_all)
+        reach = penalty_reach(raw.double().cpu().numpy(), stats_all[:, 0].cpu().numpy(), group, ctx.reward["epsilon"])
+        self._log_batch(mode, per_func, raw, factors, stats_all, reach)
         return out
 
     def _log_batch(self, mode: str, per_func: torch.Tensor, raw: torch.Tensor, factors: torch.Tensor,
-                   stats: torch.Tensor) -> None:
+                   stats: torch.Tensor, reach: dict[str, float]) -> None:
         m = self._metrics[mode]
+        for k, v in reach.items():  # logged in runs without the penalty too: what it would have reached
+            m[f"penalty/{k}"].append(v)
         for i, name in enumerate(self.reward_func_names):
             m[f"raw/{name}"].append(torch.nanmean(per_func[:, i]).item())
         m["raw/composite"].append(torch.nanmean(raw).item())

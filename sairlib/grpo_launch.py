@@ -12,12 +12,14 @@ import os
 import sys
 
 from .grpo_job import GRPOJob, run_grpo_job
+from .launch import claim_memory_share
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sairlib.grpo_launch", description=__doc__.splitlines()[0])
     p.add_argument("job", help="path of the GRPO job JSON")
     args = p.parse_args(argv)
+    claim_memory_share()  # set when the job shares its GPU with another
     run = run_grpo_job(GRPOJob.load(args.job))
     rewards = [h["reward"] for h in run.history if "reward" in h]
     if rewards and os.environ.get("RANK", "0") == "0":

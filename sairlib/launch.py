@@ -14,6 +14,7 @@ the job's main process writes there::
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_DIR = ROOT / "params" / "accelerate"
+MEMORY_SHARE_ENV = "SAIR_GPU_MEMORY_SHARE"  # set for jobs sharing one GPU: the fraction each may hold
 JOB_FILE = "launch.json"         # the job, written into its output_dir before a launch
 HISTORY_FILE = "history.json"    # the trainer's log, written by the job's main process
 
@@ -107,6 +109,29 @@ def _job_path(job: Any) -> Path:
     return job_path
 
 
+def claim_memory_share() -> float | None:
+    """In a launched job: cap this process's GPU memory at its share (``SAIR_GPU_MEMORY_SHARE``).
+
+    Jobs that share one GPU each get a fraction; at its cap a process's caching allocator hands
+    back its unused blocks and retries instead of growing into the memory its neighbour needs
+    (a decoder's growing key/value tensors leave many freed blocks of other sizes behind).
+    Returns the share applied, or ``None`` where none is set or there is no GPU.
+    """
+    raw = os.environ.get(MEMORY_SHARE_ENV)
+    if not raw:
+        return None
+    try:
+        share = float(raw)
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise ValueError(f"{MEMORY_SHARE_ENV}: must be a fraction in (0, 1], got {raw!r}")
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(share)
+    return share
+
+
 def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, Any]]],
                processes: int | None = None, config: str | Path | None = None,
                subprocess_: bool | None = None) -> list[dict[str, Any]]:
@@ -134,7 +159,8 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
     ``concurrent`` (default: exactly one GPU visible) starts every job at once, each as its own
     single-process launch on that GPU: a small policy leaves most of an accelerator idle between
     its kernels, so two runs share it for little more than the time of one. Otherwise the jobs run
-    one after another through :func:`launch_job`. Results do not depend on the choice: each job
+    one after another through :func:`launch_job`. Jobs at once each hold at most 0.9 / len(jobs) of
+    the GPU's memory (:func:`claim_memory_share`). Results do not depend on the choice: each job
     seeds itself. A failed job raises after all have ended, naming every failed job.
     """
     if concurrent is None:
@@ -142,10 +168,12 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
     if not concurrent or len(jobs) < 2:
         return {name: launch_job(job, module, run_here) for name, job in jobs.items()}
     running = {}
+    env = {**os.environ, MEMORY_SHARE_ENV: f"{0.9 / len(jobs):.4f}"}  # the rest for this process
     for name, job in jobs.items():
         cmd = launch_command(module, _job_path(job), 1)
         log = open(Path(job.output_dir) / "launch.log", "w")
-        running[name] = (cmd, log, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True))
+        running[name] = (cmd, log, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                    text=True))
     failed = []
     for name, (cmd, log, proc) in running.items():
         code = proc.wait()

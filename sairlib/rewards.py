@@ -223,12 +223,36 @@ def penalty_factors(rewards: Sequence[float] | np.ndarray, n_images: Sequence[in
         raise ValueError(f"epsilon: must be >= 0, got {epsilon!r}")
     if np.any(r[~np.isnan(r)] < 0):
         raise ValueError("rewards: the complexity penalty needs non-negative rewards")
+    near, ng = _near_best(r, n, group_size, epsilon)
+    fewest = np.where(near, ng, np.inf).min(1, keepdims=True)
+    return np.where(near, fewest / ng, 1.0).reshape(-1)
+
+
+def _near_best(r: np.ndarray, n: np.ndarray, group_size: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (one row each): which completions are within ``epsilon`` of the group's best, and
+    the image counts."""
     rg, ng = r.reshape(-1, group_size), n.reshape(-1, group_size)
     finite = ~np.isnan(rg)
     best = np.where(finite, rg, -np.inf).max(1, keepdims=True)
-    near = finite & (rg >= best - epsilon)
-    fewest = np.where(near, ng, np.inf).min(1, keepdims=True)
-    return np.where(near, fewest / ng, 1.0).reshape(-1)
+    return finite & (rg >= best - epsilon), ng
+
+
+def penalty_reach(rewards: Sequence[float] | np.ndarray, n_images: Sequence[int] | np.ndarray,
+                  group_size: int, epsilon: float) -> dict[str, float]:
+    """How much of a batch the complexity penalty can touch, whether or not it is applied.
+
+    ``near_best``: the share of completions within ``epsilon`` of their group's best (at least
+    one per group); ``mixed_groups``: the share of groups whose near-best completions differ in
+    their image counts, the only groups the penalty changes. When rewards are fine-grained and
+    ``epsilon`` small, the best stands alone in most groups and the penalty idles.
+    """
+    penalty_factors(rewards, n_images, group_size, epsilon)  # the same checks
+    r = np.asarray(rewards, dtype=np.float64)
+    n = np.maximum(np.asarray(n_images, dtype=np.float64), 1.0)
+    near, ng = _near_best(r, n, group_size, epsilon)
+    counts = np.where(near, ng, np.nan)
+    mixed = np.nanmax(counts, 1) > np.nanmin(counts, 1)
+    return {"near_best": float(near.mean()), "mixed_groups": float(mixed.mean())}
 
 
 # ---------------------------------------------------------------------------- registry and TRL wrappers
@@ -304,5 +328,5 @@ def reward_funcs(names: Sequence[str], ctx: RewardContext) -> list[Callable[...,
 
 __all__ = ["COMPONENTS", "REWARDS", "REWARD_KEYS", "DEFAULT_REWARD", "Rollout", "Judged", "RewardContext",
            "read_rollout", "outcome_reward", "outcome_assessment", "format_reward", "step_judgements", "step_reward",
-           "check_reward", "alphas", "composite", "complexity_penalty", "penalty_factors",
+           "check_reward", "alphas", "composite", "complexity_penalty", "penalty_factors", "penalty_reach",
            "reward_funcs", "score_all"]

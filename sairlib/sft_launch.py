@@ -11,12 +11,14 @@ import argparse
 import sys
 
 from .sft import SFTJob, run_job
+from .launch import claim_memory_share
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sairlib.sft_launch", description=__doc__.splitlines()[0])
     p.add_argument("job", help="path of the SFT job JSON")
     args = p.parse_args(argv)
+    claim_memory_share()  # set when the job shares its GPU with another
     run = run_job(SFTJob.load(args.job))
     losses = run.losses
     if losses:

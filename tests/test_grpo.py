@@ -71,8 +71,8 @@ def test_tiny_grpo_run_trains_and_masks_forced_tokens(tmp_path):
     for h in steps:
         assert math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"])
         for key in ("raw/outcome", "raw/format", "raw/step", "penalty/factor_mean", "penalty/penalised_frac",
-                    "images/mean", "mode/direct", "mode/reflection", "mode/multistep", "mode/invalid",
-                    "format/failures", "rewards/outcome/mean"):
+                    "penalty/near_best", "penalty/mixed_groups", "images/mean", "mode/direct", "mode/reflection",
+                    "mode/multistep", "mode/invalid", "format/failures", "rewards/outcome/mean"):
             assert key in h, key
         assert 0 < h["penalty/factor_mean"] <= 1
         assert h["format/failures"] == pytest.approx(h["mode/invalid"])

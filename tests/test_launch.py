@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sairlib.launch import launch_command, launch_jobs, run_launch
+from sairlib.launch import MEMORY_SHARE_ENV, claim_memory_share, launch_command, launch_jobs, run_launch
 
 
 def test_command_lines():
@@ -53,3 +53,14 @@ def test_jobs_run_in_order_when_not_concurrent(tmp_path):
     out = launch_jobs({"x": _Job(tmp_path / "x"), "y": _Job(tmp_path / "y")}, "unused",
                       lambda j: seen.append(j.output_dir) or [{"step": len(seen)}], concurrent=False)
     assert seen == [str(tmp_path / "x"), str(tmp_path / "y")] and out == {"x": [{"step": 1}], "y": [{"step": 2}]}
+
+
+def test_memory_share_is_read_from_the_environment_and_checked(monkeypatch):
+    monkeypatch.delenv(MEMORY_SHARE_ENV, raising=False)
+    assert claim_memory_share() is None
+    for bad in ("0", "1.5", "half"):
+        monkeypatch.setenv(MEMORY_SHARE_ENV, bad)
+        with pytest.raises(ValueError, match=MEMORY_SHARE_ENV):
+            claim_memory_share()
+    monkeypatch.setenv(MEMORY_SHARE_ENV, "0.45")
+    assert claim_memory_share() == (0.45 if torch.cuda.is_available() else None)

@@ -6,7 +6,7 @@ import pytest
 
 from sairlib.reference_trajectories import reference_trajectory
 from sairlib.rewards import (REWARDS, RewardContext, Rollout, check_reward, complexity_penalty, composite,
-                             format_reward, outcome_reward, penalty_factors, read_rollout, reward_funcs, step_judgements,
+                             format_reward, outcome_reward, penalty_factors, penalty_reach, read_rollout, reward_funcs, step_judgements,
                              step_reward)
 from sairlib.policy import Policy
 from sairlib.sequence import Parsed, Segment
@@ -147,6 +147,20 @@ def test_penalty_hand_computed():
     assert complexity_penalty(r, n, 3, 0.0) == pytest.approx([0.9, 0.88, 0.5, 1.0, 0.96, 0.95])  # best alone: N*=N_i
     # no image counts as one; a group of ties keeps the cheapest intact
     assert complexity_penalty([0.2, 0.2, 0.2], [0, 1, 2], 3, 0.0) == pytest.approx([0.2, 0.2, 0.1])
+
+
+def test_penalty_reach_counts_near_best_answers_and_mixed_groups():
+    # the groups of test_penalty_hand_computed: group 1 near {0.9 (3 images), 0.88 (1)} -> mixed;
+    # group 2 near {1.0 (4), 0.96 (2), 0.95 (3)} -> mixed
+    r, n = [0.9, 0.88, 0.5, 1.0, 0.96, 0.95], [3, 1, 1, 4, 2, 3]
+    assert penalty_reach(r, n, 3, 0.05) == {"near_best": pytest.approx(5 / 6), "mixed_groups": 1.0}
+    # epsilon 0: each best stands alone, nothing to penalise
+    assert penalty_reach(r, n, 3, 0.0) == {"near_best": pytest.approx(2 / 6), "mixed_groups": 0.0}
+    # ties with equal image counts are near but not mixed; no image counts as one
+    assert penalty_reach([0.5, 0.5, 0.1, 0.7, 0.7, 0.7], [1, 1, 2, 0, 1, 1], 3, 0.0) \
+        == {"near_best": pytest.approx(5 / 6), "mixed_groups": 0.0}
+    with pytest.raises(ValueError, match="group_size"):
+        penalty_reach([1, 1, 1], [1, 1, 1], 2, 0.1)
 
 
 def test_penalty_rejects_bad_input():
