@@ -137,6 +137,12 @@ def test_dataset_round_trip_and_summary(tmp_path):
     assert sorted(t.id for t in load_jsonl(tmp_path)) == sorted(x.id for x in tasks)  # stored as they finish
     s = summarise_trajectories(ts)
     assert s["kept"] + s["discarded"] + s["errors"] == 40 and sum(s["modes"].values()) == s["kept"]
+    fc = s["mode_counts_by_family_complexity"]  # the counts split by family add up to both margins
+    for c, counts in s["mode_counts_by_complexity"].items():
+        assert counts == {m: sum(fc[f].get(c, {}).get(m, 0) for f in fc) for m in counts}
+    for f, counts in s["by_family"].items():
+        assert counts == {m: sum(v[m] for v in fc[f].values()) for m in counts}
+    assert len(fc) >= 2
 
 
 def test_a_failing_backend_is_retried_and_persistent_failures_are_recorded(tmp_path):
