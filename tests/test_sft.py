@@ -142,37 +142,25 @@ def test_accelerate_configs():
 
 
 @pytest.mark.slow
-def test_accelerate_launch_subprocess_matches_in_process(sft_ds, base_dir, tmp_path):
-    sft_ds.save_to_disk(str(tmp_path / "train"))
-    h = {"batch_size": 4, "lr": 0.01, "max_steps": 4, "logging_steps": 1, "save_steps": 1000}
-    mk = lambda k: SFTJob(base_dir=base_dir, train_dir=str(tmp_path / "train"), model_dir=str(tmp_path / k / "model"),
-                          output_dir=str(tmp_path / k / "ckpt"), hparams=h, seed=1)
-    inproc = launch_sft(mk("in"))
-    sub = launch_sft(mk("sub"), processes=1, subprocess_=True)
-    # Same data order, same updates; the processes differ only in float summation order (threads,
-    # kernels), which Adam amplifies where gradients are near zero: compare the updates, not bits.
-    assert [x["loss"] for x in sub.losses] == pytest.approx([x["loss"] for x in inproc.losses], rel=1e-3)
-    a, b = (Policy.load(r.model_dir).model.state_dict() for r in (inproc, sub))
-    base = Policy.load(base_dir).model.state_dict()
-    moved = sum((a[k] - base[k]).norm() ** 2 for k in a) ** 0.5
-    apart = sum((a[k] - b[k]).norm() ** 2 for k in a) ** 0.5
-    assert moved > 0.1 and apart < 0.05 * moved
-
-
-@pytest.mark.slow
 def test_twin_jobs_at_once_train_like_one_after_the_other(sft_ds, base_dir, tmp_path):
     """What notebook 03 does on one GPU (the masked run and its twin in two processes at once),
-    here on CPU: each job gives the losses it gives alone, in this process."""
+    here on CPU: each launched job gives the losses and updates it gives alone, in this process."""
     sft_ds.save_to_disk(str(tmp_path / "train"))
-    h = {"batch_size": 4, "lr": 0.01, "max_steps": 3, "logging_steps": 1, "save_steps": 1000}
+    h = {"batch_size": 4, "lr": 0.01, "max_steps": 4, "logging_steps": 1, "save_steps": 1000}
     mk = lambda k, seed: SFTJob(base_dir=base_dir, train_dir=str(tmp_path / "train"),
                                 model_dir=str(tmp_path / k / "model"), output_dir=str(tmp_path / k / "ckpt"),
                                 hparams=h, seed=seed)
-    alone = launch_sft_all({"a": mk("a1", 1), "b": mk("b1", 2)}, concurrent=False)
-    together = launch_sft_all({"a": mk("a2", 1), "b": mk("b2", 2)}, concurrent=True)
+    alone = launch_sft_all({"a": mk("a1", 1), "b": mk("b1", 2)}, concurrent=False)  # in this process
+    together = launch_sft_all({"a": mk("a2", 1), "b": mk("b2", 2)}, concurrent=True)  # accelerate launch, at once
+    base = Policy.load(base_dir).model.state_dict()
     for k in ("a", "b"):
         assert [x["loss"] for x in together[k].losses] == pytest.approx([x["loss"] for x in alone[k].losses], rel=1e-3)
-        assert (together[k].model_dir / "config.json").is_file()
+        # Same data order, same updates; the processes differ only in float summation order (threads,
+        # kernels), which Adam amplifies where gradients are near zero: compare the updates, not bits.
+        x, y = (Policy.load(r[k].model_dir).model.state_dict() for r in (alone, together))
+        moved = sum((x[n] - base[n]).norm() ** 2 for n in x) ** 0.5
+        apart = sum((x[n] - y[n]).norm() ** 2 for n in x) ** 0.5
+        assert moved > 0.1 and apart < 0.05 * moved
     assert alone["a"].losses != alone["b"].losses  # the seeds matter, so the pairing is checked
 
 
