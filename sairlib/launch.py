@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -173,11 +174,18 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
         cmd = launch_command(module, _job_path(job), 1)
         log = open(Path(job.output_dir) / "launch.log", "w")
         running[name] = (cmd, log, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                    text=True))
+                                                    text=True, start_new_session=True))
     failed = []
+    try:
+        codes = {name: proc.wait() for name, (_, _, proc) in running.items()}
+    finally:  # interrupted (a kernel stop, an exception): no job is left running on its own
+        for _, log, proc in running.values():
+            if proc.poll() is None:  # the launcher and the job it started: one process group
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+            log.close()
     for name, (cmd, log, proc) in running.items():
-        code = proc.wait()
-        log.close()
+        code = codes[name]
         if code != 0:
             lines = Path(log.name).read_text(errors="replace").splitlines()
             errors = list(dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln)))

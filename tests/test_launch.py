@@ -64,3 +64,34 @@ def test_memory_share_is_read_from_the_environment_and_checked(monkeypatch):
             claim_memory_share()
     monkeypatch.setenv(MEMORY_SHARE_ENV, "0.45")
     assert claim_memory_share() == (0.45 if torch.cuda.is_available() else None)
+
+
+def test_an_interrupted_launch_leaves_no_job_running(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+
+    import sairlib.launch as launch
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(launch, "launch_command", lambda module, path, n: [sys.executable, "-c",
+                                                                          "import time; time.sleep(120)"])
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            launch_jobs({"a": _Job(tmp_path / "a"), "b": _Job(tmp_path / "b")}, "unused", lambda j: [], concurrent=True)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(started) == 2 and all(p.returncode == -signal.SIGTERM for p in started)
