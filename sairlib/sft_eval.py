@@ -4,11 +4,20 @@
     by_complexity_frame(s)        # pass rate, score, images and mode mix per complexity
     by_bucket(s)                  # the same pooled into 1-2 / 3-5 / 6+ constraints
     compare({"masked": s1, "unmasked": s2})   # side by side
+
+Notebook 03 stores its summaries with the settings that produced them (``save_summaries``);
+notebook 04 answers the same held-out requests with the same model and seeds before GRPO, so it
+reads the stored summary (``load_summary``) when the settings match instead of computing it
+again (on the same device the two are identical).
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
+from .metrics import write_json
 from .modes import MODES
 from .params import check_section
 
@@ -101,3 +110,30 @@ def compare(summaries: dict[str, dict[str, Any]]) -> Any:
         col.update({f"pass_rate {k}": v["pass_rate"] for k, v in by_bucket(s).items()})
         cols[name] = col
     return pd.DataFrame(cols)
+
+
+SUMMARIES_FILE = "eval_summaries.json"
+EVAL_SETTINGS = ("tasks", "samples", "temperature", "max_new_tokens")
+
+
+def eval_settings(seed: int, world: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    """What decides an evaluation's answers besides the model: the seed (requests and sampling),
+    the world and the ``sft_eval`` / ``grpo_eval`` fields that choose and sample the requests."""
+    return {"seed": seed, "world": dict(world), **{k: p[k] for k in EVAL_SETTINGS}}
+
+
+def save_summaries(stage_dir: str | os.PathLike, settings: dict[str, Any], summaries: dict[str, dict[str, Any]],
+                   main: str) -> Path:
+    """Write the stage's evaluation summaries, its main model's name and their settings."""
+    return write_json(Path(stage_dir) / SUMMARIES_FILE, {"settings": settings, "main": main, "summaries": summaries})
+
+
+def load_summary(stage_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The main model's stored summary when it was made with ``settings``; ``None`` otherwise."""
+    path = Path(stage_dir) / SUMMARIES_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("settings") != json.loads(json.dumps(settings)):
+        return None
+    return stored["summaries"].get(stored.get("main"))

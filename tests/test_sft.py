@@ -209,3 +209,19 @@ def test_evaluation_tables_pool_by_complexity():
         check_sft_eval({"unmasked_twin": 1})
     with pytest.raises(ValueError, match="sft_eval.val_fraction"):
         check_sft_eval({"val_fraction": 1.5})
+
+
+def test_stored_summaries_are_read_back_only_with_the_same_settings(tmp_path):
+    from sairlib.sft_eval import eval_settings, load_summary, save_summaries
+
+    world = {"grid": 4, "image_size": 64}
+    p = {"tasks": 40, "samples": 1, "temperature": 1.0, "max_new_tokens": 0, "unmasked_twin": True}
+    summary = {"n": 40, "pass_rate": 0.25, "by_complexity": {"3": {"n": 40}}}
+    assert load_summary(tmp_path, eval_settings(0, world, p)) is None  # nothing stored yet
+    save_summaries(tmp_path, eval_settings(0, world, p), {"masked": summary, "unmasked": {"n": 1}}, "masked")
+    # the GRPO notebook's own settings (no unmasked_twin, a no_penalty_twin) choose the same answers
+    g = {"tasks": 40, "samples": 1, "temperature": 1.0, "max_new_tokens": 0, "no_penalty_twin": False}
+    assert load_summary(tmp_path, eval_settings(0, world, g)) == summary
+    for changed in (eval_settings(1, world, g), eval_settings(0, {**world, "grid": 5}, g),
+                    eval_settings(0, world, {**g, "tasks": 41}), eval_settings(0, world, {**g, "temperature": 0.7})):
+        assert load_summary(tmp_path, changed) is None
