@@ -193,14 +193,14 @@ class SairGRPOTrainer(GRPOTrainer):
         group = self.num_generations if mode == "train" else self.num_generations_eval
         weights = self.reward_weights.to(device)
         raw = (per_func * weights).nansum(1)
+        raw_np, images_np = raw.double().cpu().numpy(), stats_all[:, 0].cpu().numpy()
         if ctx.reward["penalty"]:
-            factors = torch.as_tensor(penalty_factors(raw.double().cpu().numpy(), stats_all[:, 0].cpu().numpy(),
-                                                      group, ctx.reward["epsilon"]), dtype=per_func.dtype,
-                                      device=device)
+            factors = torch.as_tensor(penalty_factors(raw_np, images_np, group, ctx.reward["epsilon"]),
+                                      dtype=per_func.dtype, device=device)
         else:
             factors = torch.ones_like(raw)
         out = per_func * factors[:, None]
-        reach = penalty_reach(raw.double().cpu().numpy(), stats_all[:, 0].cpu().numpy(), group, ctx.reward["epsilon"])
+        reach = penalty_reach(raw_np, images_np, group, ctx.reward["epsilon"])
         self._log_batch(mode, per_func, raw, factors, stats_all, reach)
         return out
 

@@ -86,13 +86,6 @@ def run_grpo_job(job: GRPOJob) -> GRPOJobRun:
     return GRPOJobRun(Path(job.model_dir), history)
 
 
-def launch_grpo_all(jobs: dict[str, GRPOJob], concurrent: bool | None = None) -> dict[str, GRPOJobRun]:
-    """Run independent GRPO jobs (the full run and its twin without the complexity penalty): at
-    once on one GPU, one after another elsewhere (:func:`sairlib.launch.launch_jobs`)."""
-    histories = launch_jobs(jobs, "sairlib.grpo_launch", lambda j: run_grpo_job(j).history, concurrent)
-    return {name: GRPOJobRun(Path(jobs[name].model_dir), h) for name, h in histories.items()}
-
-
 def grpo_command(job_path: str | Path, processes: int, config: str | Path | None = None) -> list[str]:
     """The command line running the GRPO job ``job_path`` on ``processes`` processes."""
     return launch_command("sairlib.grpo_launch", job_path, processes, config)

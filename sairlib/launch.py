@@ -90,11 +90,20 @@ def run_launch(cmd: list[str]) -> None:
     line (the launcher's own summary hides them) and the last 40 output lines."""
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
-        lines = (r.stdout + r.stderr).splitlines()
-        errors = list(dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln)))
-        tail = "\n".join(lines[-40:])
         raise RuntimeError(f"launch failed (exit {r.returncode}): {' '.join(cmd)}\n"
-                           + "".join(f"{e}\n" for e in errors) + f"--- last lines ---\n{tail}")
+                           + _failure_lines(r.stdout + r.stderr, 40))
+
+
+def _failure_lines(output: str, tail: int) -> str:
+    """Each rank's exception line (once), then the last ``tail`` lines of a failed launch's output."""
+    lines = output.splitlines()
+    errors = dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln))
+    return "".join(f"{e}\n" for e in errors) + "--- last lines ---\n" + "\n".join(lines[-tail:])
+
+
+def _history(job: Any) -> list[dict[str, Any]]:
+    """The trainer's log that a launched job's main process wrote into its output folder."""
+    return json.loads((Path(job.output_dir) / HISTORY_FILE).read_text())
 
 
 def _job_path(job: Any) -> Path:
@@ -150,7 +159,7 @@ def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, A
     if not use_sub:
         return run_here(job)
     run_launch(launch_command(module, _job_path(job), n, config))
-    return json.loads((Path(job.output_dir) / HISTORY_FILE).read_text())
+    return _history(job)
 
 
 def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], list[dict[str, Any]]],
@@ -187,10 +196,8 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
     for name, (cmd, log, proc) in running.items():
         code = codes[name]
         if code != 0:
-            lines = Path(log.name).read_text(errors="replace").splitlines()
-            errors = list(dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln)))
-            failed.append(f"{name}: exit {code}: {' '.join(cmd)}\n" + "".join(f"{e}\n" for e in errors)
-                          + "--- last lines ---\n" + "\n".join(lines[-20:]))
+            failed.append(f"{name}: exit {code}: {' '.join(cmd)}\n"
+                          + _failure_lines(Path(log.name).read_text(errors="replace"), 20))
     if failed:
         raise RuntimeError("launch failed for " + "\n".join(failed))
-    return {name: json.loads((Path(job.output_dir) / HISTORY_FILE).read_text()) for name, job in jobs.items()}
+    return {name: _history(job) for name, job in jobs.items()}

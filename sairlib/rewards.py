@@ -213,6 +213,15 @@ def complexity_penalty(rewards: Sequence[float] | np.ndarray, n_images: Sequence
 def penalty_factors(rewards: Sequence[float] | np.ndarray, n_images: Sequence[int] | np.ndarray,
                     group_size: int, epsilon: float) -> np.ndarray:
     """The multiplier of each completion under :func:`complexity_penalty` (1 where unpenalised)."""
+    near, ng = _near_best(rewards, n_images, group_size, epsilon)
+    fewest = np.where(near, ng, np.inf).min(1, keepdims=True)
+    return np.where(near, fewest / ng, 1.0).reshape(-1)
+
+
+def _near_best(rewards: Sequence[float] | np.ndarray, n_images: Sequence[int] | np.ndarray, group_size: int,
+               epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Checked inputs, per group (one row each): which completions are within ``epsilon`` of the
+    group's best, and the image counts (no image counts as one)."""
     r = np.asarray(rewards, dtype=np.float64)
     n = np.maximum(np.asarray(n_images, dtype=np.float64), 1.0)
     if r.shape != n.shape or r.ndim != 1:
@@ -223,14 +232,6 @@ def penalty_factors(rewards: Sequence[float] | np.ndarray, n_images: Sequence[in
         raise ValueError(f"epsilon: must be >= 0, got {epsilon!r}")
     if np.any(r[~np.isnan(r)] < 0):
         raise ValueError("rewards: the complexity penalty needs non-negative rewards")
-    near, ng = _near_best(r, n, group_size, epsilon)
-    fewest = np.where(near, ng, np.inf).min(1, keepdims=True)
-    return np.where(near, fewest / ng, 1.0).reshape(-1)
-
-
-def _near_best(r: np.ndarray, n: np.ndarray, group_size: int, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per group (one row each): which completions are within ``epsilon`` of the group's best, and
-    the image counts."""
     rg, ng = r.reshape(-1, group_size), n.reshape(-1, group_size)
     finite = ~np.isnan(rg)
     best = np.where(finite, rg, -np.inf).max(1, keepdims=True)
@@ -246,10 +247,7 @@ def penalty_reach(rewards: Sequence[float] | np.ndarray, n_images: Sequence[int]
     their image counts, the only groups the penalty changes. When rewards are fine-grained and
     ``epsilon`` small, the best stands alone in most groups and the penalty idles.
     """
-    penalty_factors(rewards, n_images, group_size, epsilon)  # the same checks
-    r = np.asarray(rewards, dtype=np.float64)
-    n = np.maximum(np.asarray(n_images, dtype=np.float64), 1.0)
-    near, ng = _near_best(r, n, group_size, epsilon)
+    near, ng = _near_best(rewards, n_images, group_size, epsilon)
     counts = np.where(near, ng, np.nan)
     mixed = np.nanmax(counts, 1) > np.nanmin(counts, 1)
     return {"near_best": float(near.mean()), "mixed_groups": float(mixed.mean())}

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .metrics import write_json
+from .metrics import read_json, write_json
 from .modes import MODES
 from .params import check_section
 
@@ -133,7 +133,7 @@ def load_summary(stage_dir: str | os.PathLike, settings: dict[str, Any]) -> dict
     path = Path(stage_dir) / SUMMARIES_FILE
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
+    stored = read_json(path)
     if stored.get("settings") != json.loads(json.dumps(settings)):
         return None
     return stored["summaries"].get(stored.get("main"))
