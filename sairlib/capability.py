@@ -3,10 +3,11 @@
     profile = capability_profile(policy, WorldAnalyzer(), n_tasks=200, samples=2, seed=0)
 
 - ``t2i``: one-pass text-to-image pass rate (all four dimensions pass) by complexity;
-- ``edit``: one-pass pass rate of single factual edits (add, remove, recolour, resize, count, move);
+- ``edit``: one-pass pass rate of single factual edits (add, remove, recolour, resize, count, move),
+  also by category;
 - ``step``: pass rate of explicit single-object plan steps (what multi-step planning executes);
 - ``understanding``: scene descriptions read back exactly, and evaluation verdicts (pass/fail)
-  that agree with the Analyzer.
+  that agree with the Analyzer (also by the candidate's kind: target, wrong colour, missing, moved, noise).
 
 Every generation goes through ``sairlib.generation.generate`` (the constrained decoder).
 """
@@ -30,6 +31,14 @@ from .world.spec import constraints_for_step
 from .world.tasks import WorldConfig, make_tasks
 
 FACTUAL = ("add", "remove", "recolour", "resize", "count", "move")
+
+
+def _rate_by(keys: Sequence[str], ok: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """Pass rate and count per key (an edit's category, a candidate's perturbation), keys sorted."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for k, v in zip(keys, ok):
+        groups[str(k)].append(bool(v))
+    return {k: {"rate": float(np.mean(v)), "n": len(v)} for k, v in sorted(groups.items())}
 
 
 def _first_image(gen: Any) -> np.ndarray | None:
@@ -79,6 +88,7 @@ def capability_profile(policy: Policy, analyzer: WorldAnalyzer, n_tasks: int, sa
     ok = _pass_rates(analyzer, reps, one_pass_images(policy, [prompt(t) for t in reps], seed + 1, temperature,
                                                      batch_size), size)
     out["edit_single"] = float(np.mean(ok))
+    out["edit_by_category"] = _rate_by([t.meta.get("category", "?") for t in reps], ok)
     # explicit plan steps
     step_tasks, step_prompts = _steps(policy, make_tasks(n_tasks, "eval", seed + 2, cfg=cfg), analyzer, seed)
     ok = _pass_rates(analyzer, step_tasks, one_pass_images(policy, step_prompts, seed + 2, temperature,
@@ -128,10 +138,10 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
     verdicts, cands = [], []
     for t in tasks:
         kinds = perturbations(t, rng, image_size)
-        img = kinds[int(rng.integers(len(kinds)))][1]
+        kind, img = kinds[int(rng.integers(len(kinds)))]
         codes = enc(img)
         seen = policy.codec.decode(codes)
-        cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]]))
+        cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]], kind))
     # Ask for the evaluation: after an image the model may also just end, as generation examples do.
     gens = generate(policy.model, L, [c[2] for c in cands], 160, temperature=0.0, seed=seed, batch_size=batch_size,
                     start_in="E")
@@ -151,5 +161,6 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
                 a, "done" if a.passed else "reflect")})
     d, v = float(np.mean(exact)), float(np.mean(verdicts))
     return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2,
+            "evaluate_verdict_by_kind": _rate_by([c[3] for c in cands], verdicts),
             "evaluate_parsed": float(np.mean(parsed)), "evaluate_said_done": float(np.mean(said_done)),
             "evaluate_truly_passed": float(np.mean([a.passed for a in truth])), "evaluate_samples": samples}
