@@ -34,6 +34,7 @@ from .world.scene import Scene
 from .world.tasks import WorldConfig, make_tasks, start_scene
 
 KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate")
+CANDIDATES: tuple[str, ...] = ("target", "wrong_colour", "missing", "moved", "noise")  # world.corpus.perturbations
 IGNORE = -100
 
 
@@ -49,6 +50,22 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("mix: weights sum to zero")
     return {k: float(mix.get(k, 0)) / total for k in KINDS}
+
+
+def check_candidates(weights: dict[str, float] | None) -> dict[str, float] | None:
+    """Validate the weights of the ``evaluate`` candidates' kinds; None (or all equal) means uniform."""
+    if weights is None:
+        return None
+    unknown = set(weights) - set(CANDIDATES)
+    if unknown:
+        raise ValueError(f"candidates.{sorted(unknown)[0]}: unknown kind (known: {', '.join(CANDIDATES)})")
+    for k, v in weights.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"candidates.{k}: must be a non-negative number, got {v!r}")
+    full = {k: float(weights.get(k, 1.0)) for k in CANDIDATES}
+    if full["target"] <= 0:
+        raise ValueError("candidates.target: must be positive (every task has a target to fall back on)")
+    return None if len(set(full.values())) == 1 else full
 
 
 def allowed_for_base(t: X2IInput) -> bool:
@@ -82,16 +99,19 @@ CHUNK = 2048  # examples per independently seeded chunk: results do not depend o
 
 
 def pretrain_examples(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dict[str, float],
-                      seed: int, cfg: WorldConfig = WorldConfig(), workers: int = 1) -> list[dict[str, Any]]:
+                      seed: int, cfg: WorldConfig = WorldConfig(), workers: int = 1,
+                      candidates: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """``n`` training examples drawn by the mix from training-split tasks.
 
     Built in chunks of ``CHUNK`` examples, each seeded from (seed, chunk index), on ``workers``
-    processes; the result is the same for any number of workers.
+    processes; the result is the same for any number of workers. ``candidates`` weighs the kinds
+    of image an ``evaluate`` example judges (``CANDIDATES``; missing kinds weigh 1; None: uniform).
     """
     check_mix(mix)
+    cand = check_candidates(candidates)
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n: must be a non-negative integer, got {n!r}")
-    jobs = [(layout, codec, analyzer, min(CHUNK, n - i * CHUNK), mix, seed * 100_003 + i, cfg)
+    jobs = [(layout, codec, analyzer, min(CHUNK, n - i * CHUNK), mix, seed * 100_003 + i, cfg, cand)
             for i in range((n + CHUNK - 1) // CHUNK)]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -106,7 +126,7 @@ def pretrain_examples(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: in
 
 
 def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dict[str, float], seed: int,
-           cfg: WorldConfig) -> list[dict[str, Any]]:
+           cfg: WorldConfig, candidates: dict[str, float] | None = None) -> list[dict[str, Any]]:
     weights = check_mix(mix)
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n, [weights[k] for k in KINDS])
@@ -132,7 +152,7 @@ def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dic
                 out.append(_example(layout, prompt, layout.segments([Segment("D", text=say_scene(s))]), kind,
                                     len(s.objects)))
             else:
-                out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size))
+                out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size, candidates))
     return out
 
 
@@ -190,12 +210,17 @@ def _single_edit(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2II
 
 
 def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput, rng: np.random.Generator,
-              image_size: int) -> dict[str, Any]:
-    # The candidate is drawn as the capability profile draws it: uniformly over the target and its
-    # one-error versions, so the share of passing candidates the model learns from is the one it is
-    # tested on (boosting the target to ~44% taught a prior of "done" that the profile punished).
+              image_size: int, candidates: dict[str, float] | None = None) -> dict[str, Any]:
+    # By default the candidate is drawn as the capability profile draws it: uniformly over the target
+    # and its one-error versions, so the share of passing candidates the model learns from is the one
+    # it is tested on (boosting the target to ~44% taught a prior of "done" that the profile punished).
+    # ``candidates`` weighs the kinds instead (hard negatives), among those this task has.
     kinds = perturbations(t, rng, image_size)
-    kind, img = kinds[int(rng.integers(len(kinds)))]
+    if candidates is None:
+        kind, img = kinds[int(rng.integers(len(kinds)))]
+    else:
+        w = np.array([candidates[k] for k, _ in kinds])
+        kind, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
     codes = enc.image(img)
     seen = enc.codec.decode(np.asarray(codes))  # judge what the model will actually see
     a = analyzer.assess(t, seen)

@@ -3,7 +3,7 @@ import pytest
 from datasets import Dataset
 
 from sairlib.policy import Policy, model_config
-from sairlib.pretrain import IGNORE, check_mix, pretrain_examples
+from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, pretrain_examples
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world_setup import build_tokenizers
@@ -97,6 +97,27 @@ def test_evaluate_candidates_are_drawn_as_the_profile_draws_them():
     ex = pretrain_examples(pol.layout, CODEC, WorldAnalyzer(), 400, {"evaluate": 1}, seed=5, cfg=CFG)
     said_done = ["done" in TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE]) for e in ex]
     assert 0.2 < sum(said_done) / len(said_done) < 0.45
+
+
+def test_evaluate_candidate_weights():
+    """Equal weights are the default draw, example for example; weights move the draw; bad names fail."""
+    pol, an = small_policy(), WorldAnalyzer()
+    base = pretrain_examples(pol.layout, CODEC, an, 60, {"evaluate": 1}, seed=5, cfg=CFG)
+    equal = pretrain_examples(pol.layout, CODEC, an, 60, {"evaluate": 1}, seed=5, cfg=CFG,
+                              candidates={k: 2 for k in CANDIDATES})
+    assert [e["input_ids"] for e in equal] == [e["input_ids"] for e in base]
+
+    def done_share(weights):
+        ex = pretrain_examples(pol.layout, CODEC, an, 120, {"evaluate": 1}, seed=5, cfg=CFG, candidates=weights)
+        return sum("done" in TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE]) for e in ex) / len(ex)
+
+    only_target = done_share({"target": 1, "wrong_colour": 0, "missing": 0, "moved": 0, "noise": 0})
+    no_target = done_share({"target": 1e-9, "wrong_colour": 1})
+    assert only_target > 0.9 and no_target < only_target - 0.4
+    with pytest.raises(ValueError, match="candidates.recolored"):
+        check_candidates({"recolored": 1})
+    with pytest.raises(ValueError, match="candidates.target"):
+        check_candidates({"target": 0})
 
 
 def test_loader_workers_change_speed_not_results(tmp_path, monkeypatch):
