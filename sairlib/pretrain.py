@@ -18,7 +18,7 @@ Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -38,14 +38,19 @@ CANDIDATES: tuple[str, ...] = ("target", "wrong_colour", "missing", "moved", "no
 IGNORE = -100
 
 
+def _check_weights(weights: dict[str, float], known: Sequence[str], field: str) -> None:
+    """Weights by name: every name known, every weight a non-negative number (errors name the field)."""
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise ValueError(f"{field}.{sorted(unknown)[0]}: unknown kind (known: {', '.join(known)})")
+    for k, v in weights.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{field}.{k}: must be a non-negative number, got {v!r}")
+
+
 def check_mix(mix: dict[str, float]) -> dict[str, float]:
     """Validate and normalise a task mix; unknown kinds and non-positive totals are errors."""
-    unknown = set(mix) - set(KINDS)
-    if unknown:
-        raise ValueError(f"mix.{sorted(unknown)[0]}: unknown kind (known: {', '.join(KINDS)})")
-    for k, v in mix.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"mix.{k}: must be a non-negative number, got {v!r}")
+    _check_weights(mix, KINDS, "mix")
     total = float(sum(mix.values()))
     if total <= 0:
         raise ValueError("mix: weights sum to zero")
@@ -56,12 +61,7 @@ def check_candidates(weights: dict[str, float] | None) -> dict[str, float] | Non
     """Validate the weights of the ``evaluate`` candidates' kinds; None (or all equal) means uniform."""
     if weights is None:
         return None
-    unknown = set(weights) - set(CANDIDATES)
-    if unknown:
-        raise ValueError(f"candidates.{sorted(unknown)[0]}: unknown kind (known: {', '.join(CANDIDATES)})")
-    for k, v in weights.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"candidates.{k}: must be a non-negative number, got {v!r}")
+    _check_weights(weights, CANDIDATES, "candidates")
     full = {k: float(weights.get(k, 1.0)) for k in CANDIDATES}
     if full["target"] <= 0:
         raise ValueError("candidates.target: must be positive (every task has a target to fall back on)")
