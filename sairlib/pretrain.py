@@ -26,7 +26,7 @@ from .interfaces import X2IInput
 from .sequence import Layout, Segment
 from .world import facts
 from .world.analyzer import WorldAnalyzer
-from .world.corpus import perturbations
+from .world.corpus import PERTURBATION_KINDS, perturbations
 from .world.grammar import say_op, say_scene
 from .world.ops import Draw, Op, apply
 from .world.render import render
@@ -34,7 +34,7 @@ from .world.scene import Scene
 from .world.tasks import WorldConfig, make_tasks, start_scene
 
 KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate")
-CANDIDATES: tuple[str, ...] = ("target", "wrong_colour", "missing", "moved", "noise")  # world.corpus.perturbations
+CANDIDATES: tuple[str, ...] = PERTURBATION_KINDS  # what an ``evaluate`` example may judge
 IGNORE = -100
 
 

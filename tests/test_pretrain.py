@@ -1,4 +1,5 @@
 """Pretraining data: labels only on answers, the mix is validated, results do not depend on workers."""
+import numpy as np
 import pytest
 from datasets import Dataset
 
@@ -6,6 +7,8 @@ from sairlib.policy import Policy, model_config
 from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, pretrain_examples
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
+from sairlib.world.corpus import perturbations
+from sairlib.world.tasks import make_tasks
 from sairlib.world_setup import build_tokenizers
 
 CFG = WorldConfig()
@@ -106,6 +109,9 @@ def test_evaluate_candidate_weights():
     equal = pretrain_examples(pol.layout, CODEC, an, 60, {"evaluate": 1}, seed=5, cfg=CFG,
                               candidates={k: 2 for k in CANDIDATES})
     assert [e["input_ids"] for e in equal] == [e["input_ids"] for e in base]
+    tasks = make_tasks(20, "train", 3, cfg=CFG)
+    drawn = [k for t in tasks for k, _ in perturbations(t, np.random.default_rng(0), CFG.image_size)]
+    assert set(drawn) == set(CANDIDATES)  # the weights name exactly the kinds the world draws
 
     def done_share(weights):
         ex = pretrain_examples(pol.layout, CODEC, an, 120, {"evaluate": 1}, seed=5, cfg=CFG, candidates=weights)

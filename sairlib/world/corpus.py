@@ -42,8 +42,14 @@ def catalogue_images(grid: int = 4, image_size: int = 64) -> np.ndarray:
     return np.stack(imgs)
 
 
+PERTURBATION_KINDS: tuple[str, ...] = ("target", "wrong_colour", "missing", "moved", "noise")
+
+
 def perturbations(task: X2IInput, rng: np.random.Generator, image_size: int = 64) -> list[tuple[str, np.ndarray]]:
-    """The task's target image, and versions with one thing wrong (colour, missing, moved, noise)."""
+    """The task's target image, and versions with one thing wrong (colour, missing, moved, noise).
+
+    Each comes with its kind, one of ``PERTURBATION_KINDS``, in that order (a kind the scene cannot
+    have is left out: no object to change, no free cell to move it to)."""
     scene = task.target.target
     out = [("target", render(scene, image_size))]
     objs = list(scene.objects)
