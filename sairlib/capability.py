@@ -7,7 +7,9 @@
   also by category;
 - ``step``: pass rate of explicit single-object plan steps (what multi-step planning executes);
 - ``understanding``: scene descriptions read back exactly, and evaluation verdicts (pass/fail)
-  that agree with the Analyzer (also by the candidate's kind: target, wrong colour, missing, moved, noise).
+  that agree with the Analyzer (also by the candidate's kind: target, wrong colour, missing, moved, noise);
+- ``compare``: the same verdicts against a request to change nothing (is the candidate the input image?),
+  which isolates the comparison of two images from reading the request.
 
 Every generation goes through ``sairlib.generation.generate`` (the constrained decoder).
 """
@@ -21,7 +23,7 @@ import numpy as np
 from .generation import generate
 from .interfaces import X2IInput
 from .policy import Policy
-from .pretrain import allowed_for_base, random_plan_step
+from .pretrain import allowed_for_base, keep_task, random_plan_step
 from .world.analyzer import WorldAnalyzer
 from .world.corpus import perturbations
 from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op
@@ -120,7 +122,7 @@ def _steps(policy: Policy, tasks: Sequence[X2IInput], analyzer: WorldAnalyzer,
 
 
 def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput], seed: int, batch_size: int,
-                   image_size: int) -> dict[str, float]:
+                   image_size: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     L, enc = policy.layout, policy.codec.encode
     # descriptions
@@ -135,7 +137,24 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
         except GrammarError:
             exact.append(False)
     # evaluation verdicts on targets and perturbed images
-    verdicts, cands = [], []
+    ev = _verdicts(policy, analyzer, tasks, rng, seed, batch_size, image_size)
+    # the same judgement against a request to change nothing (spot the difference), its own draws
+    keeps = [keep_task(t.target.target, image_size) for t in tasks]
+    same = _verdicts(policy, analyzer, keeps, np.random.default_rng(seed + 17), seed, batch_size, image_size)
+    d, v = float(np.mean(exact)), ev["verdict"]
+    return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2,
+            "evaluate_verdict_by_kind": ev["by_kind"], "evaluate_parsed": ev["parsed"],
+            "evaluate_said_done": ev["said_done"], "evaluate_truly_passed": ev["truly_passed"],
+            "evaluate_samples": ev["samples"],
+            "compare_verdict": same["verdict"], "compare_verdict_by_kind": same["by_kind"]}
+
+
+def _verdicts(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput], rng: np.random.Generator,
+              seed: int, batch_size: int, image_size: int) -> dict[str, Any]:
+    """Each task judged on one candidate (its target or a one-error version, drawn uniformly): how
+    often the model's decision ("done" or not) agrees with the Analyzer's, overall and by kind."""
+    L, enc = policy.layout, policy.codec.encode
+    cands = []
     for t in tasks:
         kinds = perturbations(t, rng, image_size)
         kind, img = kinds[int(rng.integers(len(kinds)))]
@@ -146,7 +165,7 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
     gens = generate(policy.model, L, [c[2] for c in cands], 160, temperature=0.0, seed=seed, batch_size=batch_size,
                     start_in="E")
     truth = analyzer.assess_many([c[0] for c in cands], [c[1] for c in cands])
-    parsed, said_done, samples = [], [], []
+    verdicts, parsed, said_done, samples = [], [], [], []
     for g, a in zip(gens, truth):
         texts = [seg.text for seg in g.parsed.segments if seg.kind == "E"]
         try:
@@ -159,8 +178,6 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
         if len(samples) < 6:
             samples.append({"model": texts[0] if texts else "", "truth": analyzer.evaluation_text(
                 a, "done" if a.passed else "reflect")})
-    d, v = float(np.mean(exact)), float(np.mean(verdicts))
-    return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2,
-            "evaluate_verdict_by_kind": _rate_by([c[3] for c in cands], verdicts),
-            "evaluate_parsed": float(np.mean(parsed)), "evaluate_said_done": float(np.mean(said_done)),
-            "evaluate_truly_passed": float(np.mean([a.passed for a in truth])), "evaluate_samples": samples}
+    return {"verdict": float(np.mean(verdicts)), "by_kind": _rate_by([c[3] for c in cands], verdicts),
+            "parsed": float(np.mean(parsed)), "said_done": float(np.mean(said_done)),
+            "truly_passed": float(np.mean([a.passed for a in truth])), "samples": samples}

@@ -1,6 +1,6 @@
 """Pretraining data of the base unified model: world tasks as token sequences, by a task mix.
 
-The mix (weights, normalised) is over six kinds of example:
+The mix (weights, normalised) is over seven kinds of example:
 
 - ``t2i``          request -> target image (one pass);
 - ``edit``         request + input image -> edited image (all KRIS-style edits, knowledge only
@@ -9,7 +9,12 @@ The mix (weights, normalised) is over six kinds of example:
 - ``single_edit``  one explicit single-object step (a plan step) + current image -> next image;
 - ``describe``     image -> its scene description (understanding);
 - ``evaluate``     request + candidate image -> the Analyzer's evaluation text (understanding;
-                   loss only on the text, never on a wrong image).
+                   loss only on the text, never on a wrong image);
+- ``compare``      spot the difference: an image with no request (keep everything) + a candidate
+                   (the same image or a one-error version) -> the Analyzer's evaluation text, whose
+                   only possible errors are objects changed, gone or extra against the input
+                   (consistency; loss only on the text). The skill an edit's evaluation needs to
+                   catch a kept object drawn in the wrong colour, taught on its own.
 
 Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
 
@@ -17,6 +22,7 @@ Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -31,9 +37,10 @@ from .world.grammar import say_op, say_scene
 from .world.ops import Draw, Op, apply
 from .world.render import render
 from .world.scene import Scene
+from .world.spec import TaskSpec
 from .world.tasks import WorldConfig, make_tasks, start_scene
 
-KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate")
+KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate", "compare")
 CANDIDATES: tuple[str, ...] = PERTURBATION_KINDS  # what an ``evaluate`` example may judge
 IGNORE = -100
 
@@ -105,7 +112,8 @@ def pretrain_examples(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: in
 
     Built in chunks of ``CHUNK`` examples, each seeded from (seed, chunk index), on ``workers``
     processes; the result is the same for any number of workers. ``candidates`` weighs the kinds
-    of image an ``evaluate`` example judges (``CANDIDATES``; missing kinds weigh 1; None: uniform).
+    of image an ``evaluate`` or ``compare`` example judges (``CANDIDATES``; missing kinds weigh 1;
+    None: uniform).
     """
     check_mix(mix)
     cand = check_candidates(candidates)
@@ -129,13 +137,16 @@ def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dic
            cfg: WorldConfig, candidates: dict[str, float] | None = None) -> list[dict[str, Any]]:
     weights = check_mix(mix)
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, [weights[k] for k in KINDS])
+    # Only the kinds in the mix are drawn: a kind at weight 0 leaves the others' draws as they were.
+    active = [k for k in KINDS if weights[k] > 0]
+    counts = rng.multinomial(n, [weights[k] for k in active])
     enc = _Encoder(codec, cfg.image_size)
     out: list[dict[str, Any]] = []
-    need = dict(zip(KINDS, (int(c) for c in counts)))
+    need = {k: 0 for k in KINDS} | dict(zip(active, (int(c) for c in counts)))
     pools = {fam: _task_stream(fam, seed + i, cfg, need[fam]) for i, fam in enumerate(("t2i", "edit", "compose"))}
-    mixed = _task_stream(None, seed + 7, cfg, need["single_edit"] + need["describe"] + need["evaluate"])
-    for kind, k in zip(KINDS, counts):
+    mixed = _task_stream(None, seed + 7, cfg, need["single_edit"] + need["describe"] + need["evaluate"]
+                         + need["compare"])
+    for kind, k in zip(active, counts):
         for _ in range(int(k)):
             if kind in pools:
                 t = next(pools[kind])
@@ -145,15 +156,34 @@ def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dic
             elif kind == "single_edit":
                 out.append(_single_edit(layout, enc, analyzer, next(mixed), rng))
             elif kind == "describe":
-                t = next(mixed)
-                scenes = [Scene.from_dict(d) for d in t.meta["inputs"]] + [t.target.target]
-                s = scenes[int(rng.integers(len(scenes)))]
+                s = _any_scene(next(mixed), rng)
                 prompt = layout.prompt("", [enc.scene(s)])
                 out.append(_example(layout, prompt, layout.segments([Segment("D", text=say_scene(s))]), kind,
                                     len(s.objects)))
-            else:
+            elif kind == "evaluate":
                 out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size, candidates))
+            else:
+                keep = keep_task(_any_scene(next(mixed), rng), cfg.image_size)
+                out.append(_evaluate(layout, enc, analyzer, keep, rng, cfg.image_size, candidates, kind="compare"))
     return out
+
+
+def _any_scene(t: X2IInput, rng: np.random.Generator) -> Scene:
+    """One of a task's scenes, uniformly: an input image's or the target's."""
+    scenes = [Scene.from_dict(d) for d in t.meta["inputs"]] + [t.target.target]
+    return scenes[int(rng.integers(len(scenes)))]
+
+
+def keep_task(scene: Scene, image_size: int = 64) -> X2IInput:
+    """The request to change nothing: ``scene`` as the input image, no text, every object kept.
+
+    Judged by the Analyzer like any edit: a candidate passes when it shows the same objects in the
+    same cells, and each difference is an error (an object changed or gone, an object extra)."""
+    spec = TaskSpec((), tuple(scene.objects), scene)
+    meta = {"family": "edit", "category": "keep", "complexity": len(scene.objects), "inputs": [scene.to_dict()],
+            "target_scene": scene.to_dict()}
+    key = hashlib.sha256(scene.to_json().encode()).hexdigest()[:12]
+    return X2IInput(f"keep-{key}", "", (render(scene, image_size),), meta, spec)
 
 
 def _task_stream(family: str | None, seed: int, cfg: WorldConfig, n: int) -> Iterator[X2IInput]:
@@ -210,17 +240,17 @@ def _single_edit(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2II
 
 
 def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput, rng: np.random.Generator,
-              image_size: int, candidates: dict[str, float] | None = None) -> dict[str, Any]:
+              image_size: int, candidates: dict[str, float] | None = None, kind: str = "evaluate") -> dict[str, Any]:
     # By default the candidate is drawn as the capability profile draws it: uniformly over the target
     # and its one-error versions, so the share of passing candidates the model learns from is the one
     # it is tested on (boosting the target to ~44% taught a prior of "done" that the profile punished).
     # ``candidates`` weighs the kinds instead (hard negatives), among those this task has.
     kinds = perturbations(t, rng, image_size)
     if candidates is None:
-        kind, img = kinds[int(rng.integers(len(kinds)))]
+        _, img = kinds[int(rng.integers(len(kinds)))]
     else:
         w = np.array([candidates[k] for k, _ in kinds])
-        kind, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+        _, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
     codes = enc.image(img)
     seen = enc.codec.decode(np.asarray(codes))  # judge what the model will actually see
     a = analyzer.assess(t, seen)
@@ -228,4 +258,4 @@ def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInpu
     prompt = layout.prompt(t.instruction, [enc.image(im) for im in t.images])
     image = layout.segment(Segment("G", codes=codes))
     comp = image + layout.segments([Segment("E", text=text)])
-    return _example(layout, prompt, comp, "evaluate", t.complexity, masked_prefix=len(image))
+    return _example(layout, prompt, comp, kind, t.complexity, masked_prefix=len(image))

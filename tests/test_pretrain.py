@@ -4,7 +4,7 @@ import pytest
 from datasets import Dataset
 
 from sairlib.policy import Policy, model_config
-from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, pretrain_examples
+from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, keep_task, pretrain_examples
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world.corpus import perturbations
@@ -13,7 +13,7 @@ from sairlib.world_setup import build_tokenizers
 
 CFG = WorldConfig()
 CODEC, TOK, _ = build_tokenizers(CFG, 16, 1024, 100, 50, 0)
-MIX = {"t2i": 1, "edit": 1, "compose": 1, "single_edit": 1, "describe": 1, "evaluate": 1}
+MIX = {"t2i": 1, "edit": 1, "compose": 1, "single_edit": 1, "describe": 1, "evaluate": 1, "compare": 1}
 
 
 def small_policy():
@@ -31,7 +31,7 @@ def test_labels_cover_answers_only():
         start = ids.index(L.assistant) + 1
         assert all(l == IGNORE for l in labels[:start])
         assert labels[-1] == L.eos
-        if e["kind"] == "evaluate":  # the candidate image is context, only the evaluation is learned
+        if e["kind"] in ("evaluate", "compare"):  # the candidate image is context, only the evaluation is learned
             assert all(l == IGNORE for l in labels[start:start + L.tokens_per_image + 2])
             assert labels[start + L.tokens_per_image + 2] == L.open_tag["E"]
         else:
@@ -124,6 +124,36 @@ def test_evaluate_candidate_weights():
         check_candidates({"recolored": 1})
     with pytest.raises(ValueError, match="candidates.target"):
         check_candidates({"target": 0})
+
+
+def test_compare_judges_a_request_to_change_nothing():
+    """Spot the difference: the input image passes, a recoloured object is "changed" plus "extra", and
+    the examples show an image, no text, a candidate (no loss) and the Analyzer's evaluation."""
+    an = WorldAnalyzer()
+    scene = next(t.target.target for t in make_tasks(20, "train", 4, cfg=CFG) if len(t.target.target.objects) >= 2)
+    keep = keep_task(scene, CFG.image_size)
+    assert keep.instruction == "" and keep.id == keep_task(scene, CFG.image_size).id
+    kinds = dict(perturbations(keep, np.random.default_rng(0), CFG.image_size))
+    assert an.assess(keep, kinds["target"]).passed
+    wrong = an.check(keep, kinds["wrong_colour"])
+    assert {type(e).__name__ for e in wrong.errors} == {"ChangedError", "ExtraError"}
+    assert wrong.scores["consistency"] < 5 and wrong.scores["instruction"] == 5
+    assert not an.assess(keep, kinds["missing"]).passed
+
+    pol = small_policy()
+    L = pol.layout
+    ex = pretrain_examples(L, CODEC, an, 200, {"compare": 1}, seed=2, cfg=CFG)
+    assert {e["kind"] for e in ex} == {"compare"}
+    for e in ex:
+        ids, start = e["input_ids"], e["input_ids"].index(L.assistant) + 1
+        assert ids[2] == L.boi and ids.count(L.boi) == 2  # no request text, image then candidate
+        assert e["labels"][start + L.tokens_per_image + 2] == L.open_tag["E"]
+    done = sum("done" in TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE]) for e in ex) / len(ex)
+    assert 0.1 < done < 0.5  # the unchanged image is one candidate kind of up to five
+    # a kind at weight 0 changes nothing: the other kinds' examples are drawn as before
+    base = {"t2i": 2, "edit": 1, "evaluate": 3}
+    assert pretrain_examples(L, CODEC, an, 50, base, seed=1, cfg=CFG) == \
+        pretrain_examples(L, CODEC, an, 50, base | {"compare": 0}, seed=1, cfg=CFG)
 
 
 def test_loader_workers_change_speed_not_results(tmp_path, monkeypatch):
