@@ -161,10 +161,10 @@ def _chunk(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: int, mix: dic
                 out.append(_example(layout, prompt, layout.segments([Segment("D", text=say_scene(s))]), kind,
                                     len(s.objects)))
             elif kind == "evaluate":
-                out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size, candidates))
+                out.append(_evaluate(layout, enc, analyzer, next(mixed), rng, cfg.image_size, candidates)[0])
             else:
                 keep = keep_task(_any_scene(next(mixed), rng), cfg.image_size)
-                out.append(_evaluate(layout, enc, analyzer, keep, rng, cfg.image_size, candidates, kind="compare"))
+                out.append(_evaluate(layout, enc, analyzer, keep, rng, cfg.image_size, candidates, kind="compare")[0])
     return out
 
 
@@ -240,17 +240,18 @@ def _single_edit(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2II
 
 
 def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInput, rng: np.random.Generator,
-              image_size: int, candidates: dict[str, float] | None = None, kind: str = "evaluate") -> dict[str, Any]:
+              image_size: int, candidates: dict[str, float] | None = None,
+              kind: str = "evaluate") -> tuple[dict[str, Any], str]:
     # By default the candidate is drawn as the capability profile draws it: uniformly over the target
     # and its one-error versions, so the share of passing candidates the model learns from is the one
     # it is tested on (boosting the target to ~44% taught a prior of "done" that the profile punished).
     # ``candidates`` weighs the kinds instead (hard negatives), among those this task has.
     kinds = perturbations(t, rng, image_size)
     if candidates is None:
-        _, img = kinds[int(rng.integers(len(kinds)))]
+        drawn, img = kinds[int(rng.integers(len(kinds)))]
     else:
         w = np.array([candidates[k] for k, _ in kinds])
-        _, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+        drawn, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
     codes = enc.image(img)
     seen = enc.codec.decode(np.asarray(codes))  # judge what the model will actually see
     a = analyzer.assess(t, seen)
@@ -258,4 +259,11 @@ def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInpu
     prompt = layout.prompt(t.instruction, [enc.image(im) for im in t.images])
     image = layout.segment(Segment("G", codes=codes))
     comp = image + layout.segments([Segment("E", text=text)])
-    return _example(layout, prompt, comp, kind, t.complexity, masked_prefix=len(image))
+    return _example(layout, prompt, comp, kind, t.complexity, masked_prefix=len(image)), drawn
+
+
+def evaluation_example(layout: Layout, codec: Any, analyzer: WorldAnalyzer, task: X2IInput, rng: np.random.Generator,
+                       image_size: int = 64, kind: str = "evaluate") -> tuple[dict[str, Any], str]:
+    """One ``evaluate`` (or, for a :func:`keep_task`, ``compare``) example of ``task``, drawn as the
+    pretraining data draws it, with the kind of candidate judged (one of ``CANDIDATES``)."""
+    return _evaluate(layout, _Encoder(codec, image_size), analyzer, task, rng, image_size, kind=kind)
