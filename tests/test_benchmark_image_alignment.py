@@ -1,23 +1,15 @@
 """``benchmarks/image_alignment.py``: the image-local positions, causality under them, a sane quick run."""
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load
 
 
 def bench():
-    """The script as a module (``benchmarks`` is not a package), loaded once."""
-    if "bench_image_alignment" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_image_alignment", ROOT / "benchmarks" / "image_alignment.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_image_alignment"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_image_alignment"]
+    """The script as a module, loaded once."""
+    return load("image_alignment")
 
 
 @pytest.fixture(scope="module")

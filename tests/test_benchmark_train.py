@@ -1,25 +1,18 @@
 """``benchmarks/train.py --quick``: runs on CPU and writes a sane, self-consistent JSON."""
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load
+
 REQUIRED = ("device", "params_M", "tok_s", "mfu", "baseline_tok_s", "baseline_mfu", "speedup", "matmul_tflops",
             "batch", "seq_len", "dtype", "compile", "torch", "transformers")
 
 
 def load_benchmark():
-    """The script as a module (``benchmarks`` is not a package), loaded once."""
-    if "bench_train" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "train.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_train"] = mod  # dataclasses look their module up there
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_train"]
+    """The script as a module, loaded once."""
+    return load("train")
 
 
 @pytest.fixture(scope="module")

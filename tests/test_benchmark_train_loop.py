@@ -1,25 +1,19 @@
 """``benchmarks/train_loop.py --quick``: collation, bare steps and ``train_lm`` on CPU, a sane JSON."""
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load
+
 TOP = ("device", "params_M", "hidden", "layers", "heads", "batch", "vocab", "workers", "torch", "transformers",
        "quick", "data", "step", "trainer", "checks")
 
 
 def bench():
-    """The script as a module (``benchmarks`` is not a package), loaded once."""
-    if "bench_train_loop" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_train_loop", ROOT / "benchmarks" / "train_loop.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench_train_loop"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["bench_train_loop"]
+    """The script as a module, loaded once."""
+    return load("train_loop")
 
 
 @pytest.fixture(scope="module")
