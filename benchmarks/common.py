@@ -5,6 +5,7 @@ so they run as ``python benchmarks/<script>.py`` from anywhere.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -29,3 +30,14 @@ def sync(device: torch.device) -> None:
 def rel(a: float, b: float) -> float:
     """Relative difference of ``a`` from the reference ``b``."""
     return abs(a - b) / max(abs(b), 1e-12)
+
+
+def policy_options(p: argparse.ArgumentParser) -> None:
+    """The options of a policy trained in params/gpu.yaml's world: device, size (gpu.yaml's 512 x 8),
+    and the world's image tokenizer (8 px patches: 64 tokens per 64 px image; 2,048 codes)."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=8, help="image patch size (8: 64 tokens per 64 px image)")
+    p.add_argument("--codes", type=int, default=2048, help="image codebook size")

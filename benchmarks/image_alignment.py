@@ -50,7 +50,7 @@ from sairlib.sequence import Layout  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world.tasks import make_tasks  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
-from benchmarks.common import RESULTS, log, sync  # noqa: E402
+from benchmarks.common import RESULTS, policy_options, log, sync  # noqa: E402
 
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)   # params/gpu.yaml's world
 SCHEMES = ("sequential", "image_local")
@@ -62,10 +62,7 @@ QUICK = dict(hidden=64, layers=2, heads=4, batch=16, codes=128, patch_size=16, f
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` makes a tiny CPU run's sizes the defaults (explicit options still win)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
+    policy_options(p)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=float, default=0.03, help="share of the steps with a linear warm-up")
@@ -74,8 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mix", default="compare=1,evaluate=1", help="pretraining mix, KIND=WEIGHT,...")
     p.add_argument("--eval-tasks", type=int, default=600, help="held-out tasks per set")
     p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--patch-size", type=int, default=8, help="image patch size (8: 64 tokens per 64 px image)")
-    p.add_argument("--codes", type=int, default=2048, help="image codebook size")
     p.add_argument("--fit-tasks", type=int, default=4000, help="tasks the image codec is fitted on")
     p.add_argument("--residual-images", type=int, default=2000, help="perturbed images in the codec fit")
     p.add_argument("--data-workers", type=int, default=min(16, os.cpu_count() or 1))

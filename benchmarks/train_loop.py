@@ -66,7 +66,7 @@ from sairlib.policy import Policy  # noqa: E402
 from sairlib.pretrain import pretrain_examples  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
-from benchmarks.common import RESULTS, T0, log, rel, sync  # noqa: E402
+from benchmarks.common import RESULTS, policy_options, T0, log, rel, sync  # noqa: E402
 
 # params/gpu.yaml's world and pretraining mix
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)
@@ -82,14 +82,9 @@ QUICK = dict(hidden=64, layers=2, heads=4, batch=8, codes=64, fit_tasks=20, resi
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` makes a tiny CPU run's sizes the defaults (explicit options still win)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--layers", type=int, default=8)
-    p.add_argument("--heads", type=int, default=8)
+    policy_options(p)
     p.add_argument("--max-len", type=int, default=2048, help="the model's max_len")
     p.add_argument("--batch", type=int, default=128, help="examples per batch (all sections)")
-    p.add_argument("--patch-size", type=int, default=8, help="image patch size (8: 64 tokens per 64 px image)")
-    p.add_argument("--codes", type=int, default=2048, help="image codebook size")
     p.add_argument("--fit-tasks", type=int, default=1000, help="tasks the image codec is fitted on")
     p.add_argument("--residual-images", type=int, default=500, help="perturbed images in the codec fit")
     p.add_argument("--data-batches", type=int, default=20, help="batches collated in the data section")
