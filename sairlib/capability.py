@@ -25,7 +25,7 @@ from .interfaces import X2IInput
 from .policy import Policy
 from .pretrain import allowed_for_base, keep_task, random_plan_step
 from .world.analyzer import WorldAnalyzer
-from .world.corpus import perturbations
+from .world.corpus import draw_candidate
 from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op
 from .world.render import render
 from .world.scene import Scene
@@ -156,8 +156,7 @@ def _verdicts(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput]
     L, enc = policy.layout, policy.codec.encode
     cands = []
     for t in tasks:
-        kinds = perturbations(t, rng, image_size)
-        kind, img = kinds[int(rng.integers(len(kinds)))]
+        kind, img = draw_candidate(t, rng, image_size)
         codes = enc(img)
         seen = policy.codec.decode(codes)
         cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]], kind))

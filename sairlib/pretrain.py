@@ -16,7 +16,7 @@ The mix (weights, normalised) is over seven kinds of example:
                    (consistency; loss only on the text). The skill an edit's evaluation needs to
                    catch a kept object drawn in the wrong colour, taught on its own.
 
-Labels are -100 on the prompt (and on the candidate image of ``evaluate``).
+Labels are -100 on the prompt (and on the candidate image of ``evaluate`` and ``compare``).
 
     examples = pretrain_examples(layout, codec, analyzer, n=20000, mix=MIX, seed=0)
 """
@@ -32,7 +32,7 @@ from .interfaces import X2IInput
 from .sequence import Layout, Segment
 from .world import facts
 from .world.analyzer import WorldAnalyzer
-from .world.corpus import PERTURBATION_KINDS, perturbations
+from .world.corpus import PERTURBATION_KINDS, draw_candidate
 from .world.grammar import say_op, say_scene
 from .world.ops import Draw, Op, apply
 from .world.render import render
@@ -41,7 +41,7 @@ from .world.spec import TaskSpec
 from .world.tasks import WorldConfig, make_tasks, start_scene
 
 KINDS: tuple[str, ...] = ("t2i", "edit", "compose", "single_edit", "describe", "evaluate", "compare")
-CANDIDATES: tuple[str, ...] = PERTURBATION_KINDS  # what an ``evaluate`` example may judge
+CANDIDATES: tuple[str, ...] = PERTURBATION_KINDS  # what an ``evaluate`` or ``compare`` example may judge
 IGNORE = -100
 
 
@@ -65,7 +65,7 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
 
 
 def check_candidates(weights: dict[str, float] | None) -> dict[str, float] | None:
-    """Validate the weights of the ``evaluate`` candidates' kinds; None (or all equal) means uniform."""
+    """Validate the weights of the candidates' kinds (``evaluate``, ``compare``); None (or all equal): uniform."""
     if weights is None:
         return None
     _check_weights(weights, CANDIDATES, "candidates")
@@ -180,8 +180,8 @@ def keep_task(scene: Scene, image_size: int = 64) -> X2IInput:
     Judged by the Analyzer like any edit: a candidate passes when it shows the same objects in the
     same cells, and each difference is an error (an object changed or gone, an object extra)."""
     spec = TaskSpec((), tuple(scene.objects), scene)
-    meta = {"family": "edit", "category": "keep", "complexity": len(scene.objects), "inputs": [scene.to_dict()],
-            "target_scene": scene.to_dict()}
+    d = scene.to_dict()
+    meta = {"family": "edit", "category": "keep", "complexity": len(scene.objects), "inputs": [d], "target_scene": d}
     key = hashlib.sha256(scene.to_json().encode()).hexdigest()[:12]
     return X2IInput(f"keep-{key}", "", (render(scene, image_size),), meta, spec)
 
@@ -246,12 +246,7 @@ def _evaluate(layout: Layout, enc: _Encoder, analyzer: WorldAnalyzer, t: X2IInpu
     # and its one-error versions, so the share of passing candidates the model learns from is the one
     # it is tested on (boosting the target to ~44% taught a prior of "done" that the profile punished).
     # ``candidates`` weighs the kinds instead (hard negatives), among those this task has.
-    kinds = perturbations(t, rng, image_size)
-    if candidates is None:
-        drawn, img = kinds[int(rng.integers(len(kinds)))]
-    else:
-        w = np.array([candidates[k] for k, _ in kinds])
-        drawn, img = kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+    drawn, img = draw_candidate(t, rng, image_size, candidates)
     codes = enc.image(img)
     seen = enc.codec.decode(np.asarray(codes))  # judge what the model will actually see
     a = analyzer.assess(t, seen)

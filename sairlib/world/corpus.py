@@ -73,3 +73,14 @@ def perturbations(task: X2IInput, rng: np.random.Generator, image_size: int = 64
     noisy[y:y + cell // 2, x:x + cell // 2] = rng.integers(0, 256, (cell // 2, cell // 2, 3), dtype=np.uint8)
     out.append(("noise", noisy))
     return out
+
+
+def draw_candidate(task: X2IInput, rng: np.random.Generator, image_size: int = 64,
+                   weights: dict[str, float] | None = None) -> tuple[str, np.ndarray]:
+    """One of :func:`perturbations`, with its kind: uniformly (``weights`` None), or by the weights of
+    the kinds (``PERTURBATION_KINDS``) among those this task has."""
+    kinds = perturbations(task, rng, image_size)
+    if weights is None:
+        return kinds[int(rng.integers(len(kinds)))]
+    w = np.array([weights[k] for k, _ in kinds])
+    return kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
