@@ -100,33 +100,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def positions(ids: torch.Tensor, layout: Layout, scheme: str) -> torch.Tensor:
     """Position ids ``[N, L]`` of right-padded rows ``ids`` under ``scheme`` (see the module's doc)."""
-    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids).clone()
+    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
     if scheme == "sequential":
         return pos
+    # codes come only inside images, exactly tokens_per_image of them each: counting codes gives the patch
     code = (ids >= layout.code_lo) & (ids < layout.code_hi)
-    starts = torch.cumsum((ids == layout.boi).long(), 1)        # which image a token is in (or after)
-    first = torch.zeros_like(pos)
-    for k in range(1, int(starts.max()) + 1):                   # position of each image's first code
-        at = (starts == k) & code
-        first = torch.where(starts == k, torch.where(at, pos, pos.new_full((), 1 << 30)).min(1, keepdim=True).values,
-                            first)
-    return torch.where(code, IMAGE_BASE + pos - first, pos)
+    patch = (code.long().cumsum(1) - 1) % layout.tokens_per_image
+    return torch.where(code, IMAGE_BASE + patch, pos)
 
 
-def batches(rows: list[dict[str, Any]], batch: int, pad: int) -> list[dict[str, torch.Tensor]]:
-    """Right-padded batches (labels -100 on padding), in the order given."""
-    out = []
-    for i in range(0, len(rows) - batch + 1, batch):
-        part = rows[i:i + batch]
-        width = max(len(r["input_ids"]) for r in part)
-        ids = torch.full((len(part), width), pad)
-        labels = torch.full((len(part), width), IGNORE)
-        mask = torch.zeros((len(part), width), dtype=torch.long)
-        for j, r in enumerate(part):
-            n = len(r["input_ids"])
-            ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
-        out.append({"input_ids": ids, "labels": labels, "attention_mask": mask})
-    return out
+def padded(rows: list[dict[str, Any]], pad: int) -> dict[str, torch.Tensor]:
+    """One batch of ``rows``, right-padded (labels -100 on padding)."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad)
+    labels = torch.full((len(rows), width), IGNORE)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[j, :n], labels[j, :n], mask[j, :n] = torch.tensor(r["input_ids"]), torch.tensor(r["labels"]), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
 def train(policy: Policy, rows: list[dict[str, Any]], scheme: str, args: argparse.Namespace,
@@ -144,8 +136,10 @@ def train(policy: Policy, rows: list[dict[str, Any]], scheme: str, args: argpars
     sync(device)
     t0 = time.perf_counter()
     while step < n_steps:
-        if not pending:
-            pending = batches([rows[i] for i in rng.permutation(len(rows))], args.batch, layout.pad)
+        if not pending:  # a new epoch in a new order, full batches only
+            order = rng.permutation(len(rows))
+            pending = [padded([rows[i] for i in order[k:k + args.batch]], layout.pad)
+                       for k in range(0, len(rows) - args.batch + 1, args.batch)]
         b = {k: v.to(device, non_blocking=True) for k, v in pending.pop(0).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = model(**b, position_ids=positions(b["input_ids"], layout, scheme), use_cache=False).loss
@@ -171,9 +165,8 @@ def consistency_calls(policy: Policy, rows: list[dict[str, Any]], scheme: str, a
     model, layout = policy.model.eval(), policy.layout
     word = layout.text("consistency")[0]
     out = []
-    for b in batches(rows, min(args.batch, len(rows)), layout.pad) + batches(rows[len(rows) // args.batch * args.batch:],
-                                                                              len(rows) % args.batch or 1, layout.pad):
-        b = {k: v.to(device) for k, v in b.items()}
+    for k in range(0, len(rows), args.batch):
+        b = {name: v.to(device) for name, v in padded(rows[k:k + args.batch], layout.pad).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                            position_ids=positions(b["input_ids"], layout, scheme), use_cache=False).logits
@@ -184,7 +177,7 @@ def consistency_calls(policy: Policy, rows: list[dict[str, Any]], scheme: str, a
     return out
 
 
-def held_out(policy: Policy, analyzer: WorldAnalyzer, cfg: WorldConfig, args: argparse.Namespace
+def held_out(layout: Layout, codec: Any, analyzer: WorldAnalyzer, cfg: WorldConfig, args: argparse.Namespace
              ) -> dict[str, tuple[list[dict[str, Any]], list[str]]]:
     """Per set, eval-split examples and the kind of candidate each judges."""
     tasks = make_tasks(args.eval_tasks, "eval", args.seed + 100, cfg=cfg)
@@ -192,7 +185,7 @@ def held_out(policy: Policy, analyzer: WorldAnalyzer, cfg: WorldConfig, args: ar
     for name in ("compare", "evaluate"):
         rng = np.random.default_rng(args.seed + (1 if name == "compare" else 2))
         xs = [keep_task(t.target.target, cfg.image_size) for t in tasks] if name == "compare" else tasks
-        pairs = [evaluation_example(policy.layout, policy.codec, analyzer, x, rng, cfg.image_size, kind=name)
+        pairs = [evaluation_example(layout, codec, analyzer, x, rng, cfg.image_size, kind=name)
                  for x in xs]
         sets[name] = ([p[0] for p in pairs], [p[1] for p in pairs])
     return sets
@@ -233,14 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log("tokenizers")
     codec, tok, _ = build_tokenizers(cfg, args.patch_size, args.codes, args.fit_tasks, args.residual_images, args.seed)
     size = {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "max_len": 2048}
-    layout = Policy.create(tok, codec, size, seed=args.seed).layout
+    layout = Layout.from_tokenizer(tok, codec.tokens_per_image)
     log("training examples")
     rows = [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in
             pretrain_examples(layout, codec, analyzer, args.examples, args.mix, args.seed, cfg, args.data_workers)]
     log("held-out examples")
-    sets = held_out(Policy.create(tok, codec, size, seed=args.seed), analyzer, cfg, args)
+    sets = held_out(layout, codec, analyzer, cfg, args)
     five = layout.text("5")[0]
-    result: dict[str, Any] = {"args": {k: v for k, v in vars(args).items()}, "device": (
+    result: dict[str, Any] = {"args": dict(vars(args)), "device": (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"),
         "torch": torch.__version__, "image_base": IMAGE_BASE, "schemes": {}}
     for scheme in args.schemes:
