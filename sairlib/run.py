@@ -18,6 +18,19 @@ leaves in ``stage_dir``:
   wall time) that marks the stage complete;
 * ``failed.json`` instead when the stage failed (cell, error, traceback).
 
+Branching: ``--reuse BASE`` starts (or continues) a run from another run in the
+same outputs folder. Each stage this run does not have yet, whose result in
+``<outputs>/BASE/`` is complete with the same inputs (same hash), is linked
+(a relative symbolic link) instead of computed. A sweep over a late stage's
+parameters then costs only that stage:
+
+    python -m sairlib.run --params params/gpu_30min.yaml --only 00,01,02,03
+    python -m sairlib.run --params params/experiments/grpo/epsilon_0.2.yaml \
+        --reuse gpu_30min --only 04
+
+A linked stage that has to run again (``--force``, or changed inputs) gets a
+folder of its own first; the base run is never written to.
+
 ``run_dir`` gets ``index.html`` (see ``sairlib.report``), ``run.json`` and a
 copy of the parameter file.
 
@@ -136,6 +149,20 @@ def fingerprint(stage: Stage) -> str:
     return f"{stage.name}:{stage.params_hash}:{finished or ''}"
 
 
+def link_from_base(stage: Stage, base_dir: Path) -> bool:
+    """Link ``stage``'s folder to the base run's when that result is complete with the same inputs."""
+    if os.path.lexists(stage.stage_dir):
+        return False
+    base_stage = base_dir / stage.stage_dir.name
+    block = _run_block(base_stage)
+    if block.get("status") != COMPLETE or block.get("params_hash") != stage.params_hash:
+        return False
+    stage.stage_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage.stage_dir.symlink_to(os.path.relpath(base_stage.resolve(), stage.stage_dir.parent.resolve()),
+                               target_is_directory=True)
+    return True
+
+
 def _kernel_can_import_sairlib() -> None:
     """Let the notebook kernel import the same ``sairlib`` as this process."""
     here = str(Path(__file__).resolve().parent.parent)
@@ -217,6 +244,8 @@ def run_stage(stage: Stage, run_dir: Path, root: Path, seed: Any) -> bool:
 
     from sairlib.provenance import provenance
 
+    if stage.stage_dir.is_symlink():  # linked from a base run (--reuse): never write there
+        stage.stage_dir.unlink()
     stage.stage_dir.mkdir(parents=True, exist_ok=True)
     (stage.stage_dir / METRICS_FILE).unlink(missing_ok=True)
     out_ipynb = stage.stage_dir / f"{stage.name}.ipynb"
@@ -282,6 +311,7 @@ def run_chain(
     run_id: str | None = None,
     only: str | None = None,
     force: bool = False,
+    reuse: str | None = None,
 ) -> int:
     """Run (or resume) the chain; return the exit status. Raises ParamsError/UsageError."""
     from sairlib.provenance import git_state
@@ -295,6 +325,11 @@ def run_chain(
     run_id = run_id or params_file.stem
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_id):
         raise UsageError(f"run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    base_dir = None
+    if reuse is not None:
+        base_dir = (outputs / reuse).resolve()
+        if reuse == run_id or not (base_dir / RUN_FILE).is_file():
+            raise UsageError(f"--reuse {reuse}: no other run at {base_dir} (its {RUN_FILE} is missing)")
     params = load_params(params_file, chain)
     names = [nb.stem for nb in chain]
     selected = select(names, only)
@@ -332,6 +367,8 @@ def run_chain(
         upstream: list[str] = []
         for stage in stages:
             stage.params_hash = stage_hash(stage.params, stage.notebook_sha256, upstream)
+            if base_dir is not None and link_from_base(stage, base_dir):
+                print(f"[{stage.name}] linked to {reuse}/{stage.stage_dir.name}: same inputs", flush=True)
             if stage.name in selected:
                 if not force and is_complete(stage):
                     stage.status = SKIPPED
@@ -383,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--only", help="comma-separated stages to run, by number or name (e.g. 00,01)")
     p.add_argument("--force", action="store_true", help="re-run selected stages even when complete")
+    p.add_argument(
+        "--reuse",
+        metavar="RUN_ID",
+        help="link this run's missing stages to another run's results with the same inputs",
+    )
     return p
 
 
@@ -391,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run_chain(
-            args.params, args.notebooks, args.outputs, args.run_id, args.only, args.force
+            args.params, args.notebooks, args.outputs, args.run_id, args.only, args.force, args.reuse
         )
     except (ParamsError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)

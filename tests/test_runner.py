@@ -133,6 +133,37 @@ def test_resume_reruns_only_what_changed(first_run, tmp_path):
     assert second["product"] == 0.5 * 4 * 4
 
 
+def test_reuse_links_unchanged_stages_and_never_writes_to_the_base(first_run, tmp_path):
+    src, _ = first_run
+    shutil.copytree(src / "project", tmp_path / "project")
+    shutil.copytree(src / "outputs", tmp_path / "outputs")
+    base = tmp_path / "outputs" / "run"
+    base_first = json.loads((base / "00_first" / "metrics.json").read_text())
+    base_second = json.loads((base / "01_second" / "metrics.json").read_text())
+    (tmp_path / "run.yaml").write_text(PARAMS.replace("beta: 3", "beta: 4"))
+
+    proc = run(tmp_path, "--run-id", "branch", "--reuse", "run")
+    assert proc.returncode == 0, proc.stderr
+    branch = tmp_path / "outputs" / "branch"
+    assert (branch / "00_first").is_symlink() and not (branch / "01_second").is_symlink()
+    assert (branch / "00_first").resolve() == (base / "00_first").resolve()
+    assert "[00_first] linked to run/00_first" in proc.stdout
+    info = json.loads((branch / "run.json").read_text())
+    assert {s["name"]: s["status"] for s in info["stages"]} == {
+        "00_first": "skipped (resumed)", "01_second": "complete"}
+    assert json.loads((branch / "01_second" / "metrics.json").read_text())["product"] == 2.5 * 4 * 4
+    assert json.loads((base / "01_second" / "metrics.json").read_text()) == base_second
+
+    proc = run(tmp_path, "--run-id", "branch", "--reuse", "run", "--only", "00", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert (branch / "00_first").is_dir() and not (branch / "00_first").is_symlink()
+    assert json.loads((base / "00_first" / "metrics.json").read_text()) == base_first
+
+    proc = run(tmp_path, "--run-id", "other", "--reuse", "missing")
+    assert proc.returncode == 2 and "--reuse missing" in proc.stderr
+    assert not (tmp_path / "outputs" / "other").exists()
+
+
 def test_failing_stage_stops_the_chain(tmp_path):
     make_project(tmp_path, "failing", params="seed: 1\n")
     proc = run(tmp_path)
