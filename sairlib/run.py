@@ -25,7 +25,7 @@ same outputs folder. Each stage this run does not have yet, whose result in
 parameters then costs only that stage:
 
     python -m sairlib.run --params params/gpu_30min.yaml --only 00,01,02,03
-    python -m sairlib.run --params params/experiments/grpo/epsilon_0.2.yaml \
+    python -m sairlib.run --params params/experiments/grpo/epsilon_0.4.yaml \
         --reuse gpu_30min --only 04
 
 A linked stage that has to run again (``--force``, or changed inputs) gets a
