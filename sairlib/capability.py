@@ -7,7 +7,9 @@
   also by category;
 - ``step``: pass rate of explicit single-object plan steps (what multi-step planning executes);
 - ``understanding``: scene descriptions read back exactly, and evaluation verdicts (pass/fail)
-  that agree with the Analyzer (also by the candidate's kind: target, wrong colour, missing, moved, noise);
+  that agree with the Analyzer (also by the candidate's kind: target, wrong colour, missing, moved, noise;
+  and wrong colours by where the right colour can be read: the same cell of an input, elsewhere in an
+  input, or only the request);
 - ``compare``: the same verdicts against a request to change nothing (is the candidate the input image?),
   which isolates the comparison of two images from reading the request.
 
@@ -25,7 +27,7 @@ from .interfaces import X2IInput
 from .policy import Policy
 from .pretrain import allowed_for_base, keep_task, random_plan_step
 from .world.analyzer import WorldAnalyzer
-from .world.corpus import draw_candidate
+from .world.corpus import colour_source, draw_candidate, recoloured_object
 from .world.grammar import GrammarError, parse_evaluation, parse_scene, say_op
 from .world.render import render
 from .world.scene import Scene
@@ -145,18 +147,24 @@ def _understanding(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2II
     return {"describe_exact": d, "evaluate_verdict": v, "understanding": (d + v) / 2,
             "evaluate_verdict_by_kind": ev["by_kind"], "evaluate_parsed": ev["parsed"],
             "evaluate_said_done": ev["said_done"], "evaluate_truly_passed": ev["truly_passed"],
-            "evaluate_samples": ev["samples"],
+            "evaluate_samples": ev["samples"], "evaluate_wrong_colour_by_source": ev["wrong_colour_by_source"],
             "compare_verdict": same["verdict"], "compare_verdict_by_kind": same["by_kind"]}
 
 
 def _verdicts(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput], rng: np.random.Generator,
               seed: int, batch_size: int, image_size: int) -> dict[str, Any]:
     """Each task judged on one candidate (its target or a one-error version, drawn uniformly): how
-    often the model's decision ("done" or not) agrees with the Analyzer's, overall and by kind."""
+    often the model's decision ("done" or not) agrees with the Analyzer's, overall, by kind, and for
+    wrong colours by where the right colour can be read (``world.corpus.colour_source``)."""
     L, enc = policy.layout, policy.codec.encode
-    cands = []
+    cands, sources = [], []
     for t in tasks:
         kind, img = draw_candidate(t, rng, image_size)
+        if kind == "wrong_colour":  # where the right colour can be read (world.corpus.colour_source)
+            obj = recoloured_object(t, img, image_size)
+            sources.append(colour_source(t, obj) if obj is not None else "?")
+        else:
+            sources.append(None)
         codes = enc(img)
         seen = policy.codec.decode(codes)
         cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]], kind))
@@ -177,6 +185,8 @@ def _verdicts(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput]
         if len(samples) < 6:
             samples.append({"model": texts[0] if texts else "", "truth": analyzer.evaluation_text(
                 a, "done" if a.passed else "reflect")})
+    wrong = [(src, v) for src, v in zip(sources, verdicts) if src is not None]
     return {"verdict": float(np.mean(verdicts)), "by_kind": _rate_by([c[3] for c in cands], verdicts),
+            "wrong_colour_by_source": _rate_by([w[0] for w in wrong], [w[1] for w in wrong]),
             "parsed": float(np.mean(parsed)), "said_done": float(np.mean(said_done)),
             "truly_passed": float(np.mean([a.passed for a in truth])), "samples": samples}

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sairlib.world.corpus import COLOUR_SOURCES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,10 @@ def test_ci_chain_runs_and_records_metrics(tmp_path):
     m = json.loads((run / "00_world" / "metrics.json").read_text())
     assert m["run"]["status"] == "complete" and m["run"]["seed"] == 0
     assert m["tokenizer_fidelity"] >= 0.99
+    cap = m["capability"]  # wrong colours by where the right colour can be read: each one counted once
+    by_source = cap["evaluate_wrong_colour_by_source"]
+    assert set(by_source) <= set(COLOUR_SOURCES)
+    assert sum(v["n"] for v in by_source.values()) == cap["evaluate_verdict_by_kind"].get("wrong_colour", {"n": 0})["n"]
     assert (run / "00_world" / "00_world.html").stat().st_size > 10_000
     assert (run / "00_world" / "tokenizer" / "tokenizer_config.json").is_file()
     index = (run / "index.html").read_text()

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+from sairlib.pretrain import keep_task
 from sairlib.world import FAMILIES, WorldAnalyzer, make_task, render
+from sairlib.world.corpus import colour_source, recoloured_object
 from sairlib.world.grammar import (parse_evaluation, parse_op, parse_reflection, parse_request, parse_scene,
                                    say_request, say_scene)
 from sairlib.world.ops import apply
@@ -115,6 +117,32 @@ def test_changed_kept_object_lowers_consistency(seed, data):
     a = A.assess(x, render(Scene(tuple(objs), 4)))
     assert a.scores["consistency"] < 5
     assert any(r.startswith("changed") and f"row {k.row + 1} column {k.col + 1}" in r for r in a.reasons), a.reasons
+
+
+@given(tasks, st.data())
+def test_recoloured_object_is_found_by_its_cell(x, data):
+    objs = list(x.target.target.objects)
+    if not objs:
+        return
+    i = data.draw(st.integers(0, len(objs) - 1))
+    o = objs[i]
+    new = data.draw(st.sampled_from([c for c in COLOURS if c != o.colour and (o.inner is None or c != o.inner.colour)]))
+    objs[i] = dataclasses.replace(o, colour=new)
+    assert recoloured_object(x, render(Scene(tuple(objs), 4))) == o
+    assert recoloured_object(x, render(x.target.target)) is None  # nothing differs
+
+
+@given(st.integers(0, 2**31))
+def test_colour_source_says_where_the_right_colour_is(seed):
+    rng = np.random.default_rng(seed)
+    t2i = task(("t2i", "compositional"), seed)
+    assert {colour_source(t2i, o) for o in t2i.target.target.objects} == {"request_no_input"}
+    keep = keep_task(t2i.target.target)
+    assert {colour_source(keep, o) for o in keep.target.target.objects} == {"input_same_cell"}
+    for category, changed in (("move", "input_elsewhere"), ("add", "request"), ("recolour", "request")):
+        x = make_task("edit", category, rng)
+        sources = sorted(colour_source(x, o) for o in x.target.target.objects)
+        assert sources == sorted([changed] + ["input_same_cell"] * (len(sources) - 1)), (category, sources)
 
 
 @given(tasks, st.data())

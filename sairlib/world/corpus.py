@@ -84,3 +84,39 @@ def draw_candidate(task: X2IInput, rng: np.random.Generator, image_size: int = 6
         return kinds[int(rng.integers(len(kinds)))]
     w = np.array([weights[k] for k, _ in kinds])
     return kinds[int(rng.choice(len(kinds), p=w / w.sum()))]
+
+
+# Where an evaluator can read the right colour of an object of a task's target scene (see colour_source).
+COLOUR_SOURCES: tuple[str, ...] = ("input_same_cell", "input_elsewhere", "request", "request_no_input")
+
+
+def colour_source(task: X2IInput, obj: Obj) -> str:
+    """Where the right colour of ``obj``, an object of ``task``'s target scene, can be read.
+
+    ``input_same_cell``: the same object is in the same cell of an input image (a kept object: a
+    cell-by-cell comparison of the two images finds a wrong colour); ``input_elsewhere``: the same
+    object is in an input image, but in another cell or another image (moved, or brought in by a
+    composition: the comparison has to find the object first); ``request``: no input holds it (an
+    object the request adds or changes: the colour is in the request, or free);
+    ``request_no_input``: the task has no input image (text-to-image)."""
+    inputs = [Scene.from_dict(d) for d in task.meta.get("inputs", [])]
+    if not inputs:
+        return "request_no_input"
+    if any(s.at(obj.row, obj.col) == obj for s in inputs):
+        return "input_same_cell"
+    if any(dataclasses.replace(o, row=obj.row, col=obj.col) == obj for s in inputs for o in s.objects):
+        return "input_elsewhere"
+    return "request"
+
+
+def recoloured_object(task: X2IInput, image: np.ndarray, image_size: int = 64) -> Obj | None:
+    """The object of ``task``'s target scene whose cell alone differs between the target's rendering
+    and ``image`` (a ``wrong_colour`` candidate of :func:`perturbations`); None unless exactly one
+    cell differs and it holds an object."""
+    scene = task.target.target
+    cell = image_size // scene.grid
+    diff = np.any(render(scene, image_size) != image, axis=-1)
+    cells = {(int(y) // cell, int(x) // cell) for y, x in zip(*np.nonzero(diff))}
+    if len(cells) != 1:
+        return None
+    return scene.at(*cells.pop())
