@@ -18,7 +18,8 @@ output, ``<run-id>.log``, and ``sweep.json``: per run the parameter file, run id
 status, start, end and wall seconds; rewritten whenever a run starts or ends, so a killed sweep
 leaves an accurate record. Exit status: 0 when every run succeeded, 1 when one failed (the others
 still run to the end), 2 for a bad command line (a missing file, two files with the same stem).
-Ctrl-C stops every run; each keeps its finished stages.
+Ctrl-C or a kill (SIGTERM) stops every run; each keeps its finished stages, and ``sweep.json`` marks
+the runs stopped.
 """
 from __future__ import annotations
 
@@ -190,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    # a kill (SIGTERM) unwinds like Ctrl-C, so the runs started in their own sessions are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         return sweep(args.params, devices, args.outputs, name, args.only, args.reuse, args.force,
                      args.notebooks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sairlib.sweep import plan_runs, slots
@@ -72,6 +73,23 @@ def test_bad_command_lines_exit_2_naming_the_problem(tmp_path):
     proc = sweep(tmp_path, "--gpus", "0,x", a)
     assert proc.returncode == 2 and "--gpus" in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_killed_sweep_stops_its_runs_and_records_them(tmp_path):
+    slow = params(tmp_path, "slow", "seed: 1\ndelay_s: 120.0\n")
+    cmd = [sys.executable, "-m", "sairlib.sweep", "--notebooks", str(NOTEBOOKS),
+           "--outputs", str(tmp_path / "outputs"), "--name", "s", slow]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    record = tmp_path / "outputs" / "sweeps" / "s" / "sweep.json"
+    for _ in range(600):  # the run has started once sweep.json says so
+        if record.is_file() and json.loads(record.read_text())["runs"][0]["status"] == "running":
+            break
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 143
+    run = json.loads(record.read_text())["runs"][0]
+    assert run["status"] == "stopped" and run["finished_at"]
+    assert not (tmp_path / "outputs" / "slow" / "00_env" / "metrics.json").exists()
 
 
 def test_slots_and_plan():
