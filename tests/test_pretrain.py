@@ -4,7 +4,8 @@ import pytest
 from datasets import Dataset
 
 from sairlib.policy import Policy, model_config
-from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, keep_task, pretrain_examples
+from sairlib.pretrain import (CANDIDATES, IGNORE, check_candidates, check_evaluation_order, check_mix, keep_task,
+                             pretrain_examples)
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world.corpus import perturbations
@@ -154,6 +155,25 @@ def test_compare_judges_a_request_to_change_nothing():
     base = {"t2i": 2, "edit": 1, "evaluate": 3}
     assert pretrain_examples(L, CODEC, an, 50, base, seed=1, cfg=CFG) == \
         pretrain_examples(L, CODEC, an, 50, base | {"compare": 0}, seed=1, cfg=CFG)
+
+
+def test_reasons_first_examples_name_the_errors_before_the_scores():
+    pol = small_policy()
+    L = pol.layout
+    first = WorldAnalyzer(evaluation_order=check_evaluation_order("reasons_first"))
+    ex = pretrain_examples(L, CODEC, first, 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
+    usual = pretrain_examples(L, CODEC, WorldAnalyzer(), 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
+    wrong = 0
+    for e, u in zip(ex, usual):  # the same draws, the evaluation's words in the other order
+        words = TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE])
+        assert sorted(words) == sorted(TOK.convert_ids_to_tokens([i for i in u["labels"] if i != IGNORE]))
+        text = words[words.index(TOK.convert_ids_to_tokens(L.open_tag["E"])) + 1:]
+        if "error" in text:
+            wrong += 1
+            assert text[0] == "error" and text.index("instruction") > max(i for i, w in enumerate(text) if w == "error")
+    assert wrong > 10
+    with pytest.raises(ValueError, match="pretrain_evaluation_order: unknown 'sideways'"):
+        check_evaluation_order("sideways")
 
 
 def test_loader_workers_change_speed_not_results(tmp_path, monkeypatch):

@@ -9,8 +9,8 @@ from hypothesis import given, strategies as st
 from sairlib.pretrain import keep_task
 from sairlib.world import FAMILIES, WorldAnalyzer, make_task, render
 from sairlib.world.corpus import colour_source, recoloured_object
-from sairlib.world.grammar import (parse_evaluation, parse_op, parse_reflection, parse_request, parse_scene,
-                                   say_request, say_scene)
+from sairlib.world.grammar import (GrammarError, parse_evaluation, parse_op, parse_reflection, parse_request,
+                                   parse_scene, say_request, say_scene)
 from sairlib.world.ops import apply
 from sairlib.world.palette import COLOURS
 from sairlib.world.scene import Scene
@@ -49,6 +49,24 @@ def test_texts_parse_back_exactly(x):
         parse_op(step)
     assert say_request(parse_request(x.instruction)) == x.instruction
     assert parse_scene(say_scene(x.target.target)) == x.target.target
+
+
+@given(tasks)
+def test_reasons_first_evaluations_name_the_errors_before_the_scores(x):
+    img = x.images[0] if x.images else render(Scene((), 4))
+    a = A.assess(x, img)
+    first = WorldAnalyzer(evaluation_order="reasons_first")
+    t, usual = first.evaluation_text(a, "reflect"), A.evaluation_text(a, "reflect")
+    assert parse_evaluation(t) == parse_evaluation(usual)  # the same evaluation, in the other order
+    assert sorted(t.split()) == sorted(usual.split())
+    if a.detail.errors:
+        assert t.startswith("error ") and t.index("instruction") > t.rindex("error ")
+        with pytest.raises(GrammarError, match="decision"):  # errors on both sides of the scores
+            parse_evaluation(t.replace(" decision reflect", " " + t[:t.index(" instruction")] + " decision reflect"))
+    step = first.step_text(False, a.detail.errors[:1], "retry")
+    assert parse_evaluation(step) == parse_evaluation(A.step_text(False, a.detail.errors[:1], "retry"))
+    with pytest.raises(ValueError, match="evaluation_order: unknown 'sideways'"):
+        WorldAnalyzer(evaluation_order="sideways")
 
 
 @given(tasks)
@@ -139,10 +157,16 @@ def test_colour_source_says_where_the_right_colour_is(seed):
     assert {colour_source(t2i, o) for o in t2i.target.target.objects} == {"request_no_input"}
     keep = keep_task(t2i.target.target)
     assert {colour_source(keep, o) for o in keep.target.target.objects} == {"input_same_cell"}
-    for category, changed in (("move", "input_elsewhere"), ("add", "request"), ("recolour", "request")):
+    for category in ("move", "add", "recolour"):
         x = make_task("edit", category, rng)
-        sources = sorted(colour_source(x, o) for o in x.target.target.objects)
-        assert sources == sorted([changed] + ["input_same_cell"] * (len(sources) - 1)), (category, sources)
+        before = Scene.from_dict(x.meta["inputs"][0])
+        kept = [o for o in x.target.target.objects if before.at(*o.cell) == o]
+        (changed,) = [o for o in x.target.target.objects if o not in kept]  # one object moved, added or recoloured
+        assert {colour_source(x, o) for o in kept} <= {"input_same_cell"}
+        # a moved object is in the input elsewhere; an added or recoloured one only in the request, unless an
+        # identical object stands elsewhere in the input (then its colour can be read there too)
+        twin = any(dataclasses.replace(o, row=changed.row, col=changed.col) == changed for o in before.objects)
+        assert colour_source(x, changed) == ("input_elsewhere" if category == "move" or twin else "request")
 
 
 @given(tasks, st.data())

@@ -11,7 +11,8 @@ paper's Analyzer writes, in the world's grammar:
     {'instruction': 5, 'consistency': 5, 'quality': 5, 'knowledge': 5}
 
 - ``assess``: four scores (1-5), reasons, pass/fail against per-dimension thresholds;
-- ``evaluation_text``: the E segment (scores, errors, decision);
+- ``evaluation_text``: the E segment (scores, errors, decision; the errors first with
+  ``evaluation_order="reasons_first"``);
 - ``reflect``: the R segment (what is wrong, and a fix as operations that, applied to what is
   in the image, satisfy the request);
 - ``diagnose``: "knowledge" if a knowledge constraint fails, else "complex";
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..interfaces import DIMENSIONS, Assessment, X2IInput
-from .grammar import (Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
+from .grammar import (EVALUATION_ORDERS, Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
                       parse_reflection, say_error, say_evaluation, say_op, say_reflection, say_request)
 from .ops import Add, Cell, Colour, Draw, ImageRef, Move, Op, OpError, Place, Recolour, Redraw, Remove, Resize, apply
 from .perceive import Percept, perceive
@@ -62,6 +63,7 @@ class WorldAnalyzer:
     grid: int = 4
     max_fix_ops: int = 12
     cache_size: int = 4096  # percepts remembered by image content (assess, reflect, diagnose see one image)
+    evaluation_order: str = "scores_first"  # how evaluation texts are written (grammar.EVALUATION_ORDERS)
     _percepts: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +76,9 @@ class WorldAnalyzer:
         unknown = set(self.thresholds) - set(DIMENSIONS)
         if unknown:
             raise ValueError(f"thresholds: unknown dimension {sorted(unknown)[0]!r}")
+        if self.evaluation_order not in EVALUATION_ORDERS:
+            raise ValueError(f"evaluation_order: unknown {self.evaluation_order!r} "
+                             f"(known: {', '.join(EVALUATION_ORDERS)})")
 
     # ------------------------------------------------------------- scoring
     def perceive(self, image: np.ndarray) -> Percept:
@@ -113,10 +118,10 @@ class WorldAnalyzer:
 
     def evaluation_text(self, assessment: Assessment, decision: str) -> str:
         errs = assessment.detail.errors if isinstance(assessment.detail, Check) else ()
-        return say_evaluation(Evaluation(dict(assessment.scores), tuple(errs), decision))
+        return say_evaluation(Evaluation(dict(assessment.scores), tuple(errs), decision), self.evaluation_order)
 
     def step_text(self, ok: bool, errors: Sequence[Error] = (), decision: str = "next") -> str:
-        return say_evaluation(Evaluation(None, tuple(errors), decision, ok))
+        return say_evaluation(Evaluation(None, tuple(errors), decision, ok), self.evaluation_order)
 
     # ------------------------------------------------------------- reflection
     def fix_ops(self, x: X2IInput, percept: Percept) -> list[Op]:

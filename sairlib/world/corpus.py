@@ -98,7 +98,9 @@ def colour_source(task: X2IInput, obj: Obj) -> str:
     object is in an input image, but in another cell or another image (moved, or brought in by a
     composition: the comparison has to find the object first); ``request``: no input holds it (an
     object the request adds or changes: the colour is in the request, or free);
-    ``request_no_input``: the task has no input image (text-to-image)."""
+    ``request_no_input``: the task has no input image (text-to-image). An object identical to one
+    elsewhere in an input counts as ``input_elsewhere`` even when the request made it: its colour
+    can be read there too."""
     inputs = [Scene.from_dict(d) for d in task.meta.get("inputs", [])]
     if not inputs:
         return "request_no_input"

@@ -221,17 +221,28 @@ def _errors_words(errors: Sequence[Error]) -> list[str]:
     return w
 
 
-def say_evaluation(ev: Evaluation) -> str:
+# The order of an evaluation's parts: scores (or the step check) before the errors, or the errors first,
+# so that a model writing the evaluation names what is wrong before it scores it.
+EVALUATION_ORDERS: tuple[str, ...] = ("scores_first", "reasons_first")
+
+
+def say_evaluation(ev: Evaluation, order: str = "scores_first") -> str:
+    """The evaluation's text: ``scores_first`` (scores, errors, decision) or ``reasons_first``
+    (errors, scores, decision); :func:`parse_evaluation` reads both."""
     if ev.decision not in DECISIONS:
         raise GrammarError(f"decision: unknown {ev.decision!r}")
+    if order not in EVALUATION_ORDERS:
+        raise GrammarError(f"order: unknown {order!r} (known: {', '.join(EVALUATION_ORDERS)})")
     if ev.scores is None:
-        w = ["step", "done" if ev.step_ok else "failed", "."]
+        head = ["step", "done" if ev.step_ok else "failed", "."]
     else:
-        w = []
+        head = []
         for d in DIMENSIONS:
-            w += [d, str(ev.scores[d])]
-        w.append(".")
-    return _join(w + _errors_words(ev.errors) + ["decision", ev.decision])
+            head += [d, str(ev.scores[d])]
+        head.append(".")
+    errs = _errors_words(ev.errors)
+    body = head + errs if order == "scores_first" else errs + head
+    return _join(body + ["decision", ev.decision])
 
 
 def say_reflection(r: Reflection) -> str:
@@ -559,8 +570,10 @@ def parse_request(text: str) -> TextToImage | OpsRequest:
 
 
 def parse_evaluation(text: str) -> Evaluation:
+    """An evaluation in either order (:data:`EVALUATION_ORDERS`); errors on both sides are an error."""
     def read(c: _Cursor) -> Evaluation:
         scores, step_ok = None, None
+        first = _read_errors(c)
         if c.accept("step"):
             step_ok = c.take("done", "failed") == "done"
         else:
@@ -569,7 +582,12 @@ def parse_evaluation(text: str) -> Evaluation:
                 c.take(d)
                 scores[d] = _read_int(c, 1, 5, f"a {d} score")
         c.take(".")
-        errs = _read_errors(c)
+        if first:
+            errs = first
+            if c.peek() == "error":
+                raise c.fail("the decision (the errors came before the scores)")
+        else:
+            errs = _read_errors(c)
         c.take("decision")
         return Evaluation(scores, errs, c.take(*DECISIONS), step_ok)
     return _whole(text, read)
