@@ -29,6 +29,11 @@ METRICS_FILE = "metrics.json"
 RUN_KEY = "run"
 
 
+def utc_now() -> str:
+    """The current UTC time to the second, ISO 8601: how every record of a run is timestamped."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def _to_jsonable(obj: Any) -> Any:
     """``json.dumps`` fallback for numpy/torch values, paths and sets."""
     if hasattr(obj, "tolist"):  # numpy scalar/array, torch tensor

@@ -19,9 +19,10 @@ import platform
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .metrics import utc_now
 
 LIBRARIES = (
     "torch",
@@ -130,5 +131,5 @@ def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
         "platform": f"{platform.system()}-{platform.machine()}",
         "versions": library_versions(),
         "device": device_info(),
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp_utc": utc_now(),
     }

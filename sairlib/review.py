@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
+
+from .metrics import utc_now
 
 DECISIONS: tuple[str, ...] = ("accept", "reject")
 T = TypeVar("T")
@@ -28,7 +29,7 @@ def append_review(path: str | os.PathLike, traj_id: str, decision: str, reason: 
     if decision == "reject" and not reason.strip():
         raise ValueError("reason: a rejection needs a reason")
     rec = {"id": traj_id, "decision": decision, "reason": reason,
-           "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+           "time": utc_now()}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with p.open("a") as f:

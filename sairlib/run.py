@@ -57,14 +57,13 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sairlib.memory import PeakMemory
-from sairlib.metrics import METRICS_FILE, RUN_KEY, read_json, write_json, write_text
+from sairlib.metrics import METRICS_FILE, RUN_KEY, read_json, utc_now, write_json, write_text
 from sairlib.params import RESERVED, ParamsError, load_params, notebook_parameters
 from sairlib.report import FAILED_FILE, RUN_FILE, write_index
 
@@ -89,10 +88,6 @@ class Stage:
     status: str = NOT_RUN
     wall_s: float | None = None
     peak_mb: float | None = None  # peak resident memory of the stage's processes (sairlib.memory)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -287,7 +282,7 @@ def run_stage(stage: Stage, run_dir: Path, root: Path, seed: Any) -> bool:
         "wall_s": stage.wall_s,
         "peak_mb": stage.peak_mb,
         "notebook_sha256": stage.notebook_sha256,
-        "finished_at": _now(),
+        "finished_at": utc_now(),
     }
     if failed is not None:
         write_json(stage.stage_dir / FAILED_FILE, {**failed, **common})
@@ -351,7 +346,7 @@ def run_chain(
         "seed": params.get("seed"),
         "git_sha": git["sha"],
         "git_dirty": git["dirty"],
-        "started_at": _now(),
+        "started_at": utc_now(),
         "finished_at": None,
         "stages": [],
     }
@@ -391,7 +386,7 @@ def run_chain(
         for stage in stages:
             if stage.status == "running":  # interrupted
                 stage.status = NOT_RUN
-        info["finished_at"] = _now()
+        info["finished_at"] = utc_now()
         save_run_info()
         index = write_index(run_dir)
         print(f"index: {index}", flush=True)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sairlib.metrics import write_json
+from sairlib.metrics import utc_now, write_json
 
 SWEEP_FILE = "sweep.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -52,10 +52,6 @@ class SweepRun:
     started_at: str | None = None
     finished_at: str | None = None
     wall_s: float | None = None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def plan_runs(params_files: Sequence[Path]) -> list[SweepRun]:
@@ -114,7 +110,7 @@ def sweep(params_files: Sequence[Path], devices: Sequence[str], outputs: Path, n
     sweep_dir = outputs / "sweeps" / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     info = {"name": name, "devices": list(devices), "only": only, "reuse": reuse, "force": force,
-            "started_at": _now(), "finished_at": None}
+            "started_at": utc_now(), "finished_at": None}
 
     def save() -> None:
         write_json(sweep_dir / SWEEP_FILE, {**info, "runs": [asdict(r) for r in runs]})
@@ -131,7 +127,7 @@ def sweep(params_files: Sequence[Path], devices: Sequence[str], outputs: Path, n
                 log = open(sweep_dir / f"{run.run_id}.log", "a")
                 proc = subprocess.Popen(run_command(run, outputs, only, reuse, force, notebooks), env=device_env(device),
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                run.device, run.status, run.started_at = device, "running", _now()
+                run.device, run.status, run.started_at = device, "running", utc_now()
                 running[proc.pid] = (run, proc, time.perf_counter(), log)
                 print(f"[{run.run_id}] started on {device}", flush=True)
                 save()
@@ -143,7 +139,7 @@ def sweep(params_files: Sequence[Path], devices: Sequence[str], outputs: Path, n
                 log.close()
                 del running[pid]
                 free.append(run.device)
-                run.exit_code, run.finished_at = code, _now()
+                run.exit_code, run.finished_at = code, utc_now()
                 run.wall_s = round(time.perf_counter() - start, 1)
                 run.status = "ok" if code == 0 else "failed"
                 print(f"[{run.run_id}] {run.status} (exit {code}) in {run.wall_s:.1f} s on {run.device}; "
@@ -155,9 +151,9 @@ def sweep(params_files: Sequence[Path], devices: Sequence[str], outputs: Path, n
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
             log.close()
-            run.status, run.exit_code, run.finished_at = "stopped", proc.returncode, _now()
+            run.status, run.exit_code, run.finished_at = "stopped", proc.returncode, utc_now()
             run.wall_s = round(time.perf_counter() - start, 1)
-        info["finished_at"] = _now()
+        info["finished_at"] = utc_now()
         save()
     failed = [r.run_id for r in runs if r.status != "ok"]
     print(f"sweep {name}: {len(runs) - len(failed)} of {len(runs)} runs ok"
