@@ -33,7 +33,7 @@ from .sequence import Layout, Segment
 from .world import facts
 from .world.analyzer import WorldAnalyzer
 from .world.corpus import PERTURBATION_KINDS, draw_candidate
-from .world.grammar import EVALUATION_ORDERS, say_op, say_scene
+from .world.grammar import say_op, say_scene
 from .world.ops import Draw, Op, apply
 from .world.render import render
 from .world.scene import Scene
@@ -62,13 +62,6 @@ def check_mix(mix: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("mix: weights sum to zero")
     return {k: float(mix.get(k, 0)) / total for k in KINDS}
-
-
-def check_evaluation_order(order: str, where: str = "pretrain_evaluation_order") -> str:
-    """Validate how the Analyzer writes the examples' evaluations (``grammar.EVALUATION_ORDERS``)."""
-    if order not in EVALUATION_ORDERS:
-        raise ValueError(f"{where}: unknown {order!r} (known: {', '.join(EVALUATION_ORDERS)})")
-    return order
 
 
 def check_candidates(weights: dict[str, float] | None) -> dict[str, float] | None:

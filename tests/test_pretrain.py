@@ -4,11 +4,11 @@ import pytest
 from datasets import Dataset
 
 from sairlib.policy import Policy, model_config
-from sairlib.pretrain import (CANDIDATES, IGNORE, check_candidates, check_evaluation_order, check_mix, keep_task,
-                             pretrain_examples)
+from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, keep_task, pretrain_examples
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world.corpus import perturbations
+from sairlib.world.grammar import check_evaluation_order
 from sairlib.world.tasks import make_tasks
 from sairlib.world_setup import build_tokenizers
 
@@ -160,7 +160,7 @@ def test_compare_judges_a_request_to_change_nothing():
 def test_reasons_first_examples_name_the_errors_before_the_scores():
     pol = small_policy()
     L = pol.layout
-    first = WorldAnalyzer(evaluation_order=check_evaluation_order("reasons_first"))
+    first = WorldAnalyzer(evaluation_order="reasons_first")
     ex = pretrain_examples(L, CODEC, first, 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
     usual = pretrain_examples(L, CODEC, WorldAnalyzer(), 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
     wrong = 0
@@ -173,7 +173,7 @@ def test_reasons_first_examples_name_the_errors_before_the_scores():
             assert text[0] == "error" and text.index("instruction") > max(i for i, w in enumerate(text) if w == "error")
     assert wrong > 10
     with pytest.raises(ValueError, match="pretrain_evaluation_order: unknown 'sideways'"):
-        check_evaluation_order("sideways")
+        check_evaluation_order("sideways", "pretrain_evaluation_order")
 
 
 def test_loader_workers_change_speed_not_results(tmp_path, monkeypatch):

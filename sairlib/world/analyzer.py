@@ -29,8 +29,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..interfaces import DIMENSIONS, Assessment, X2IInput
-from .grammar import (EVALUATION_ORDERS, Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
-                      parse_reflection, say_error, say_evaluation, say_op, say_reflection, say_request)
+from .grammar import (Evaluation, GrammarError, OpsRequest, Reflection, parse_evaluation, parse_op,
+                      parse_reflection, say_error, say_evaluation, say_op, say_reflection, say_request,
+                      check_evaluation_order)
 from .ops import Add, Cell, Colour, Draw, ImageRef, Move, Op, OpError, Place, Recolour, Redraw, Remove, Resize, apply
 from .perceive import Percept, perceive
 from .scene import Obj, Scene
@@ -76,9 +77,7 @@ class WorldAnalyzer:
         unknown = set(self.thresholds) - set(DIMENSIONS)
         if unknown:
             raise ValueError(f"thresholds: unknown dimension {sorted(unknown)[0]!r}")
-        if self.evaluation_order not in EVALUATION_ORDERS:
-            raise ValueError(f"evaluation_order: unknown {self.evaluation_order!r} "
-                             f"(known: {', '.join(EVALUATION_ORDERS)})")
+        check_evaluation_order(self.evaluation_order, "evaluation_order")
 
     # ------------------------------------------------------------- scoring
     def perceive(self, image: np.ndarray) -> Percept:

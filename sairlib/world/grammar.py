@@ -226,13 +226,19 @@ def _errors_words(errors: Sequence[Error]) -> list[str]:
 EVALUATION_ORDERS: tuple[str, ...] = ("scores_first", "reasons_first")
 
 
+def check_evaluation_order(order: str, where: str = "order") -> str:
+    """``order`` if it is one of :data:`EVALUATION_ORDERS`; else a GrammarError naming ``where``."""
+    if order not in EVALUATION_ORDERS:
+        raise GrammarError(f"{where}: unknown {order!r} (known: {', '.join(EVALUATION_ORDERS)})")
+    return order
+
+
 def say_evaluation(ev: Evaluation, order: str = "scores_first") -> str:
     """The evaluation's text: ``scores_first`` (scores, errors, decision) or ``reasons_first``
     (errors, scores, decision); :func:`parse_evaluation` reads both."""
     if ev.decision not in DECISIONS:
         raise GrammarError(f"decision: unknown {ev.decision!r}")
-    if order not in EVALUATION_ORDERS:
-        raise GrammarError(f"order: unknown {order!r} (known: {', '.join(EVALUATION_ORDERS)})")
+    check_evaluation_order(order)
     if ev.scores is None:
         head = ["step", "done" if ev.step_ok else "failed", "."]
     else:
