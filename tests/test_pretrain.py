@@ -8,7 +8,7 @@ from sairlib.pretrain import CANDIDATES, IGNORE, check_candidates, check_mix, ke
 from sairlib.training import check_hparams, train_lm
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world.corpus import perturbations
-from sairlib.world.grammar import check_evaluation_order
+from sairlib.world.grammar import check_evaluation_order, parse_scene
 from sairlib.world.tasks import make_tasks
 from sairlib.world_setup import build_tokenizers
 
@@ -155,6 +155,22 @@ def test_compare_judges_a_request_to_change_nothing():
     base = {"t2i": 2, "edit": 1, "evaluate": 3}
     assert pretrain_examples(L, CODEC, an, 50, base, seed=1, cfg=CFG) == \
         pretrain_examples(L, CODEC, an, 50, base | {"compare": 0}, seed=1, cfg=CFG)
+
+
+def test_seen_first_examples_describe_the_candidate_before_judging_it():
+    pol = small_policy()
+    L = pol.layout
+    seen_first = WorldAnalyzer(evaluation_order="seen_first")
+    ex = pretrain_examples(L, CODEC, seen_first, 40, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
+    usual = pretrain_examples(L, CODEC, WorldAnalyzer(), 40, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
+    e_open = TOK.convert_ids_to_tokens(L.open_tag["E"])
+    for e, u in zip(ex, usual):  # the same draws; the evaluation now opens with the scene seen
+        words = TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE])
+        plain = TOK.convert_ids_to_tokens([i for i in u["labels"] if i != IGNORE])
+        text, plain_text = words[words.index(e_open) + 1:], plain[plain.index(e_open) + 1:]
+        assert text[0] == "image" and text[-len(plain_text):] == plain_text
+        scene = " ".join(text[1:text.index(".")])
+        parse_scene(scene, CFG.grid)  # a scene description the parser reads
 
 
 def test_reasons_first_examples_name_the_errors_before_the_scores():

@@ -69,6 +69,44 @@ def test_reasons_first_evaluations_name_the_errors_before_the_scores(x):
         WorldAnalyzer(evaluation_order="sideways")
 
 
+@given(tasks, st.integers(0, 2**31))
+def test_seen_first_evaluations_describe_the_image_before_judging_it(x, seed):
+    from sairlib.world.corpus import draw_candidate
+
+    _, img = draw_candidate(x, np.random.default_rng(seed), 64)
+    a = A.assess(x, img)
+    seen_first = WorldAnalyzer(evaluation_order="seen_first")
+    decision = "done" if a.passed else "reflect"
+    t, usual = seen_first.evaluation_text(a, decision), A.evaluation_text(a, decision)
+    assert t.startswith("image ") and t.endswith(usual)  # the scene, then the usual evaluation
+    scene = A.perceive(img).scene()
+    assert t == "image " + say_scene(scene) + " . " + usual
+    ev = parse_evaluation(t)
+    assert ev.seen == scene and dataclasses.replace(ev, seen=None) == parse_evaluation(usual)
+    # the R_step judgement counts the scene too: a true text scores 1, a wrong scene less
+    assert seen_first.judge_text("E", t, {"task": x, "image": img}) == 1.0
+    if scene.objects:
+        wrong = "image nothing . " + usual
+        assert seen_first.judge_text("E", wrong, {"task": x, "image": img}) < 1.0
+    # a step check has no scene: written as usual, and a scene before one is refused
+    step = seen_first.step_text(True, (), "next")
+    assert step == A.step_text(True, (), "next")
+    with pytest.raises(GrammarError, match="a step check has no scene"):
+        parse_evaluation("image nothing . " + step)
+
+
+def test_seen_first_needs_the_scene_and_reads_it_on_the_worlds_grid():
+    from sairlib.world.grammar import Evaluation, say_evaluation
+
+    scores = {"instruction": 5, "consistency": 5, "quality": 5, "knowledge": 5}
+    with pytest.raises(GrammarError, match="'seen_first' needs the scene"):
+        say_evaluation(Evaluation(scores, (), "done"), "seen_first")
+    text = "image a big red circle at row 5 column 5 . instruction 5 consistency 5 quality 5 knowledge 5 . decision done"
+    assert parse_evaluation(text, grid=5).seen.objects[0].row == 4
+    with pytest.raises(GrammarError):  # off a 4 x 4 grid
+        parse_evaluation(text)
+
+
 @given(tasks)
 def test_plan_and_fix_reach_the_target(x):
     inputs = [Scene.from_dict(d) for d in x.meta["inputs"]]

@@ -12,7 +12,7 @@ paper's Analyzer writes, in the world's grammar:
 
 - ``assess``: four scores (1-5), reasons, pass/fail against per-dimension thresholds;
 - ``evaluation_text``: the E segment (scores, errors, decision; the errors first with
-  ``evaluation_order="reasons_first"``);
+  ``evaluation_order="reasons_first"``; with ``"seen_first"``, the objects seen before all of it);
 - ``reflect``: the R segment (what is wrong, and a fix as operations that, applied to what is
   in the image, satisfy the request);
 - ``diagnose``: "knowledge" if a knowledge constraint fails, else "complex";
@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -116,8 +116,11 @@ class WorldAnalyzer:
         return [self._assessment(check(_spec(x), p)) for x, p in zip(xs, ps)]
 
     def evaluation_text(self, assessment: Assessment, decision: str) -> str:
-        errs = assessment.detail.errors if isinstance(assessment.detail, Check) else ()
-        return say_evaluation(Evaluation(dict(assessment.scores), tuple(errs), decision), self.evaluation_order)
+        detail = assessment.detail if isinstance(assessment.detail, Check) else None
+        errs = detail.errors if detail is not None else ()
+        seen = detail.seen if detail is not None else None
+        return say_evaluation(Evaluation(dict(assessment.scores), tuple(errs), decision, seen=seen),
+                              self.evaluation_order)
 
     def step_text(self, ok: bool, errors: Sequence[Error] = (), decision: str = "next") -> str:
         return say_evaluation(Evaluation(None, tuple(errors), decision, ok), self.evaluation_order)
@@ -244,7 +247,7 @@ class WorldAnalyzer:
         x = context["task"]
         try:
             if kind == "E":
-                return self._judge_eval(x, parse_evaluation(text), context)
+                return self._judge_eval(x, parse_evaluation(text, self.grid), context)
             if kind == "R":
                 return self._judge_reflection(x, parse_reflection(text), context["image"])
             if kind == "S":
@@ -260,6 +263,8 @@ class WorldAnalyzer:
         c = self.check(x, ctx["image"])
         parts = [float(ev.scores[d] == c.scores[d]) for d in DIMENSIONS]
         parts.append(_jaccard(ev.errors, c.errors))
+        if ev.seen is not None:  # a scene seen ("seen_first"): its objects, as a set, against the percept's
+            parts.append(_jaccard(ev.seen.objects, c.seen.objects if c.seen is not None else ()))
         passed = c.passed(self.thresholds)
         parts.append(float((ev.decision == "done") == passed))
         return sum(parts) / len(parts)
@@ -375,7 +380,7 @@ def _morph(now: Obj, want: Desc, scene: Scene) -> Op:
     return Remove(_unique(now, scene))
 
 
-def _jaccard(a: Sequence[Error], b: Sequence[Error]) -> float:
+def _jaccard(a: Sequence[Hashable], b: Sequence[Hashable]) -> float:
     sa, sb = set(a), set(b)
     if not sa and not sb:
         return 1.0

@@ -52,19 +52,22 @@ class OpsRequest:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An evaluation segment (E): four scores, or a step check; the errors; the decision."""
+    """An evaluation segment (E): what the image shows (``seen_first`` only), four scores or a step
+    check, the errors, the decision."""
 
     scores: dict[str, int] | None  # None for a step check
     errors: tuple[Error, ...]
     decision: str
     step_ok: bool | None = None  # for a step check: "step done" / "step failed"
+    seen: Scene | None = None  # the objects in the image, written first by the order "seen_first"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Evaluation) and (self.scores, self.errors, self.decision, self.step_ok) == (
-            other.scores, other.errors, other.decision, other.step_ok)
+        return isinstance(other, Evaluation) and (self.scores, self.errors, self.decision, self.step_ok,
+                                                  self.seen) == (other.scores, other.errors, other.decision,
+                                                                 other.step_ok, other.seen)
 
     def __hash__(self) -> int:
-        return hash((tuple(sorted((self.scores or {}).items())), self.errors, self.decision, self.step_ok))
+        return hash((tuple(sorted((self.scores or {}).items())), self.errors, self.decision, self.step_ok, self.seen))
 
 
 @dataclass(frozen=True)
@@ -221,9 +224,11 @@ def _errors_words(errors: Sequence[Error]) -> list[str]:
     return w
 
 
-# The order of an evaluation's parts: scores (or the step check) before the errors, or the errors first,
-# so that a model writing the evaluation names what is wrong before it scores it.
-EVALUATION_ORDERS: tuple[str, ...] = ("scores_first", "reasons_first")
+# The order of an evaluation's parts: scores (or the step check) before the errors; the errors first,
+# so that a model writing the evaluation names what is wrong before it scores it; or, first of all,
+# what the image shows ("image <scene description> ."), so that the judgement compares the request
+# with words the model has just written rather than with image codes.
+EVALUATION_ORDERS: tuple[str, ...] = ("scores_first", "reasons_first", "seen_first")
 
 
 def check_evaluation_order(order: str, where: str = "order") -> str:
@@ -234,11 +239,18 @@ def check_evaluation_order(order: str, where: str = "order") -> str:
 
 
 def say_evaluation(ev: Evaluation, order: str = "scores_first") -> str:
-    """The evaluation's text: ``scores_first`` (scores, errors, decision) or ``reasons_first``
-    (errors, scores, decision); :func:`parse_evaluation` reads both."""
+    """The evaluation's text: ``scores_first`` (scores, errors, decision), ``reasons_first`` (errors,
+    scores, decision) or ``seen_first`` ("image", the scene seen, ".", then as ``scores_first``; a step
+    check has no scene and is written as ``scores_first``); :func:`parse_evaluation` reads all three.
+    ``ev.seen`` is written only by ``seen_first``, which needs it for scored evaluations."""
     if ev.decision not in DECISIONS:
         raise GrammarError(f"decision: unknown {ev.decision!r}")
     check_evaluation_order(order)
+    seen: list[str] = []
+    if order == "seen_first" and ev.scores is not None:
+        if ev.seen is None:
+            raise GrammarError("seen: the order 'seen_first' needs the scene seen in the image")
+        seen = ["image"] + _scene_words(ev.seen) + ["."]
     if ev.scores is None:
         head = ["step", "done" if ev.step_ok else "failed", "."]
     else:
@@ -247,24 +259,28 @@ def say_evaluation(ev: Evaluation, order: str = "scores_first") -> str:
             head += [d, str(ev.scores[d])]
         head.append(".")
     errs = _errors_words(ev.errors)
-    body = head + errs if order == "scores_first" else errs + head
-    return _join(body + ["decision", ev.decision])
+    body = errs + head if order == "reasons_first" else head + errs
+    return _join(seen + body + ["decision", ev.decision])
 
 
 def say_reflection(r: Reflection) -> str:
     return _join(_errors_words(r.errors) + ["fix"] + _ops_words(r.fix))
 
 
-def say_scene(scene: Scene) -> str:
-    """A description of a whole scene (the understanding task's answer)."""
+def _scene_words(scene: Scene) -> list[str]:
     if not scene.objects:
-        return "nothing"
+        return ["nothing"]
     w: list[str] = []
     for i, o in enumerate(scene.objects):
         if i:
             w.append(",")
         w += np_words(Desc.of(o), 1) + ["at"] + _cell(o.row, o.col)
-    return _join(w)
+    return w
+
+
+def say_scene(scene: Scene) -> str:
+    """A description of a whole scene (the understanding task's answer)."""
+    return _join(_scene_words(scene))
 
 
 # ====================================================================== reading
@@ -575,11 +591,17 @@ def parse_request(text: str) -> TextToImage | OpsRequest:
         return parse_ops_request(text)
 
 
-def parse_evaluation(text: str) -> Evaluation:
-    """An evaluation in either order (:data:`EVALUATION_ORDERS`); errors on both sides are an error."""
+def parse_evaluation(text: str, grid: int = 4) -> Evaluation:
+    """An evaluation in any order (:data:`EVALUATION_ORDERS`); errors on both sides are an error, and
+    so is a scene seen before a step check. ``grid``: the world's grid, for the scene seen."""
     def read(c: _Cursor) -> Evaluation:
-        scores, step_ok = None, None
-        first = _read_errors(c)
+        scores, step_ok, seen = None, None, None
+        if c.accept("image"):
+            seen = _read_scene(c, grid)
+            c.take(".")
+        first = _read_errors(c) if seen is None else ()
+        if seen is not None and c.peek() == "step":
+            raise c.fail("scores (a step check has no scene seen)")
         if c.accept("step"):
             step_ok = c.take("done", "failed") == "done"
         else:
@@ -595,7 +617,7 @@ def parse_evaluation(text: str) -> Evaluation:
         else:
             errs = _read_errors(c)
         c.take("decision")
-        return Evaluation(scores, errs, c.take(*DECISIONS), step_ok)
+        return Evaluation(scores, errs, c.take(*DECISIONS), step_ok, seen)
     return _whole(text, read)
 
 
@@ -607,24 +629,26 @@ def parse_reflection(text: str) -> Reflection:
     return _whole(text, read)
 
 
+def _read_scene(c: _Cursor, grid: int) -> Scene:
+    if c.accept("nothing"):
+        return Scene((), grid)
+    objs = []
+    while True:
+        d, n = _read_np(c)
+        if n != 1:
+            raise c.fail("a single object")
+        c.take("at")
+        objs.append(_obj_at(c, d, _read_cell(c)))
+        if not c.accept(","):
+            break
+    try:
+        return Scene(tuple(objs), grid)
+    except ValueError as e:
+        raise GrammarError(f"{e} in {c.text!r}") from None
+
+
 def parse_scene(text: str, grid: int = 4) -> Scene:
-    def read(c: _Cursor) -> Scene:
-        if c.accept("nothing"):
-            return Scene((), grid)
-        objs = []
-        while True:
-            d, n = _read_np(c)
-            if n != 1:
-                raise c.fail("a single object")
-            c.take("at")
-            objs.append(_obj_at(c, d, _read_cell(c)))
-            if not c.accept(","):
-                break
-        try:
-            return Scene(tuple(objs), grid)
-        except ValueError as e:
-            raise GrammarError(f"{e} in {c.text!r}") from None
-    return _whole(text, read)
+    return _whole(text, lambda c: _read_scene(c, grid))
 
 
 def vocabulary() -> list[str]:

@@ -206,6 +206,7 @@ class Check:
     scores: dict[str, int]
     errors: tuple[Error, ...]
     totals: dict[str, int] = field(default_factory=dict)
+    seen: Scene | None = None  # the objects perceived (what an evaluation written "seen_first" describes)
 
     def passed(self, thresholds: dict[str, int]) -> bool:
         return all(self.scores[d] >= thresholds[d] for d in DIMENSIONS)
@@ -273,7 +274,7 @@ def check(spec: TaskSpec, percept: Percept) -> Check:
         errors.append(NoiseError(r, c))
 
     scores = {d: score_from(totals[d] - fails[d], totals[d]) for d in DIMENSIONS}
-    return Check(scores, tuple(errors), totals)
+    return Check(scores, tuple(errors), totals, percept.scene())
 
 
 def check_scene(spec: TaskSpec, scene: Scene) -> Check:
