@@ -33,8 +33,9 @@ def rel(a: float, b: float) -> float:
 
 
 def policy_options(p: argparse.ArgumentParser) -> None:
-    """The options of a policy trained in params/gpu.yaml's world: device, size (gpu.yaml's 512 x 8),
-    and the world's image tokenizer (8 px patches: 64 tokens per 64 px image; 2,048 codes)."""
+    """The options of a policy trained in params/gpu.yaml's world: device, size (512 x 8 by default,
+    gpu_30min.yaml's base model; gpu.yaml's is ``--hidden 640 --layers 12 --heads 10``), and the
+    world's image tokenizer (8 px patches: 64 tokens per 64 px image; 2,048 codes)."""
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
