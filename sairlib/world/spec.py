@@ -206,7 +206,13 @@ class Check:
     scores: dict[str, int]
     errors: tuple[Error, ...]
     totals: dict[str, int] = field(default_factory=dict)
-    seen: Scene | None = None  # the objects perceived (what an evaluation written "seen_first" describes)
+    percept: Percept | None = field(default=None, compare=False, repr=False)  # what was checked
+
+    @property
+    def seen(self) -> Scene | None:
+        """The objects perceived, as a scene (what an evaluation written "seen_first" describes);
+        built on demand, since most checks never write an evaluation."""
+        return self.percept.scene() if self.percept is not None else None
 
     def passed(self, thresholds: dict[str, int]) -> bool:
         return all(self.scores[d] >= thresholds[d] for d in DIMENSIONS)
@@ -274,7 +280,7 @@ def check(spec: TaskSpec, percept: Percept) -> Check:
         errors.append(NoiseError(r, c))
 
     scores = {d: score_from(totals[d] - fails[d], totals[d]) for d in DIMENSIONS}
-    return Check(scores, tuple(errors), totals, percept.scene())
+    return Check(scores, tuple(errors), totals, percept)
 
 
 def check_scene(spec: TaskSpec, scene: Scene) -> Check:
