@@ -275,7 +275,7 @@ def _filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- the model side
-def _forward_params(model: Any) -> tuple[str, bool]:
+def cache_arguments(model: Any) -> tuple[str, bool]:
     """The forward argument that takes the KV cache, and whether forward takes ``cache_position``.
 
     transformers 5.17 takes ``past_key_values`` and ``cache_position``; later 5.x take ``cache``
@@ -401,7 +401,7 @@ class _CompiledStep:
         self.cache = StaticCache(config=model.config, max_cache_len=width)
         self.nbytes = _kv_bytes(model.config, rows, width, self.dtype)
         self.model = weakref.ref(model)  # weak: _GRAPHS holds this object under the model's (weak) key
-        key, wants_cache_position = _forward_params(model)
+        key, wants_cache_position = cache_arguments(model)
 
         def step(model: Any, cache: StaticCache, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
                  slot: torch.Tensor) -> torch.Tensor:
@@ -507,7 +507,7 @@ class _Decoder:
 
     def __init__(self, model: Any, rows: int, width: int, cache: str, device: torch.device) -> None:
         self.model, self.seen = model, 0
-        self.key, self.wants_cache_position = _forward_params(model)
+        self.key, self.wants_cache_position = cache_arguments(model)
         self.compiled: _CompiledStep | None = None
         if cache == "dynamic":
             self.cache = DynamicCache(config=model.config)

@@ -61,23 +61,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def visible_gpus() -> int:
+    """CUDA devices this process can see (0 without CUDA): launched jobs run one process per GPU."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def launch_command(module: str, job_path: str | Path, processes: int, config: str | Path | None = None) -> list[str]:
     """The command line running ``python -m module job_path`` on ``processes`` processes.
 
     On GPUs: ``accelerate launch`` with ``config`` (default ``params/accelerate/multi_gpu.yaml``,
-    or ``single_gpu.yaml`` for one process). On CPU with more than one process: ``torchrun``,
-    whose ranks join one gloo group (``accelerate launch --cpu`` starts a single process).
+    or ``single_gpu.yaml`` for one process), one process per GPU: more processes than visible GPUs
+    is an error (NCCL cannot put two ranks on one device). On CPU with more than one process:
+    ``torchrun``, whose ranks join one gloo group (``accelerate launch --cpu`` starts a single process).
     """
     if processes < 1:
         raise ValueError(f"processes: must be at least 1, got {processes}")
-    if not torch.cuda.is_available() and processes > 1:
+    gpus = visible_gpus()
+    if gpus and processes > gpus:
+        raise ValueError(f"processes: {processes} need {processes} GPUs (one per process), {gpus} visible; "
+                         "hide the GPUs (CUDA_VISIBLE_DEVICES=) to run the processes on CPU")
+    if not gpus and processes > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                 "--master_port", str(free_port()), "-m", module, str(job_path)]
     if config is None:
         config = ACCELERATE_DIR / ("multi_gpu.yaml" if processes > 1 else "single_gpu.yaml")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", str(processes)]
-    if not torch.cuda.is_available():
+    if not gpus:
         cmd.append("--cpu")
     return cmd + ["-m", module, str(job_path)]
 
@@ -152,7 +162,7 @@ def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, A
     ``subprocess_`` is True: then the job is written to ``<output_dir>/launch.json`` and the
     history read back from ``<output_dir>/history.json``.
     """
-    n = processes if processes is not None else max(1, torch.cuda.device_count())
+    n = processes if processes is not None else max(1, visible_gpus())
     if n < 1:
         raise ValueError(f"processes: must be at least 1, got {n}")
     use_sub = subprocess_ if subprocess_ is not None else (n > 1 or config is not None)
@@ -174,7 +184,7 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
     seeds itself. A failed job raises after all have ended, naming every failed job.
     """
     if concurrent is None:
-        concurrent = torch.cuda.device_count() == 1
+        concurrent = visible_gpus() == 1
     if not concurrent or len(jobs) < 2:
         return {name: launch_job(job, module, run_here) for name, job in jobs.items()}
     running = {}

@@ -84,9 +84,15 @@ def source_digest(root: str | os.PathLike | None = None) -> str | None:
 
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
-    """Installed version of each distribution, ``None`` when missing."""
+    """Version of each library, ``None`` when missing: the imported module's own ``__version__``
+    where it is loaded (it names the build, e.g. torch's ``2.11.0+cu130``, which a distribution's
+    metadata may leave out), else the installed distribution's."""
     versions: dict[str, str | None] = {}
     for name in names:
+        loaded = getattr(sys.modules.get(name), "__version__", None)
+        if isinstance(loaded, str):
+            versions[name] = loaded
+            continue
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -19,3 +19,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cpu_ranks(monkeypatch):
+    """Launched training processes run on CPU, as one gloo group, on any machine: the launcher sees no
+    GPU and the children inherit ``CUDA_VISIBLE_DEVICES=""``. (Tests comparing several CPU ranks with
+    one process run both sides through launches, so that a GPU in this process changes nothing.)"""
+    from sairlib import launch
+
+    monkeypatch.setattr(launch, "visible_gpus", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")

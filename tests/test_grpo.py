@@ -47,7 +47,7 @@ def test_tiny_grpo_run_trains_and_masks_forced_tokens(tmp_path):
     trainer = build_trainer(policy, tasks, ctx, grpo, seed=0, output_dir=str(tmp_path / "a"))
     trainer.model.train()
     out = trainer._generate_and_score_completions([{"prompt": t.id, "task_id": t.id} for t in tasks[:2] for _ in "abcd"])
-    con = LayoutConstraint(policy.layout, policy.model.config.vocab_size)
+    con = LayoutConstraint(policy.layout, policy.model.config.vocab_size, out["completion_ids"].device)
     forced = con.n_allowed[con.trace(out["completion_ids"], grpo["max_new_tokens"])] == 1
     real = out["completion_mask"].bool()
     assert forced[real].any() and (~forced[real]).any()
@@ -76,7 +76,7 @@ def test_tiny_grpo_run_trains_and_masks_forced_tokens(tmp_path):
             assert key in h, key
         assert 0 < h["penalty/factor_mean"] <= 1
         assert h["format/failures"] == pytest.approx(h["mode/invalid"])
-    changed = [n for n, p in policy.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    changed = [n for n, p in policy.model.named_parameters() if not torch.equal(p.detach().cpu(), before[n].cpu())]
     assert len(changed) == len(before)
 
 
@@ -95,13 +95,19 @@ def test_group_split_over_two_processes_gets_the_same_penalised_rewards(tmp_path
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found"
     out = tmp_path / "two.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # both sides in child processes on CPU (CUDA hidden), so a GPU here changes nothing; the
+    # caller's PYTHONPATH is kept (packages may come from it)
+    path = os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517",
                            str(ROOT / "tests" / "grpo_dist_check.py"), str(out)],
                           capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(out.read_text())
-    one = dist.run(None)
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "grpo_dist_check.py"), str(tmp_path / "one.json")],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())
     assert two["world"] == 2 and one["world"] == 1
 
     policy, tasks, ctx = dist.build()

@@ -38,7 +38,7 @@ def base(tmp_path_factory) -> Path:
     return policy.save(tmp_path_factory.mktemp("grpo_job") / "base")
 
 
-def test_job_file_round_trip_and_bad_files_name_the_path(tmp_path, base):
+def test_job_file_round_trip_and_bad_files_name_the_path(tmp_path, base, cpu_ranks):
     j = job(tmp_path, base, "a")
     path = tmp_path / "launch.json"
     path.write_text(j.to_json())
@@ -55,8 +55,8 @@ def test_job_file_round_trip_and_bad_files_name_the_path(tmp_path, base):
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_take_the_same_step_as_one_process(tmp_path, base):
-    one = launch_grpo(job(tmp_path, base, "one"))  # in this process
+def test_two_gloo_ranks_take_the_same_step_as_one_process(tmp_path, base, cpu_ranks):
+    one = launch_grpo(job(tmp_path, base, "one"), processes=1, subprocess_=True)  # one CPU process
     two = launch_grpo(job(tmp_path, base, "two"), processes=2)  # torchrun, one gloo group
     a, b = ([h for h in r.history if "loss" in h] for r in (one, two))
     assert len(a) == len(b) == 1
@@ -68,7 +68,11 @@ def test_two_gloo_ranks_take_the_same_step_as_one_process(tmp_path, base):
     x, y = (Policy.load(r.model_dir).model.state_dict() for r in (one, two))
     moved = sum((x[k] - start[k]).norm() ** 2 for k in x) ** 0.5
     apart = sum((x[k] - y[k]).norm() ** 2 for k in x) ** 0.5
-    assert moved > 0 and apart < 0.05 * moved
+    # AdamW's first step moves every weight by about +-lr whatever its gradient's size, so weights
+    # whose gradient is near zero flip with float noise: 7.4% of the distance moved between two
+    # one-process runs (in this process vs launched; losses equal, grad norms 4e-4 apart). A wrong
+    # batch or a missing all-reduce moves the runs apart by about the whole distance.
+    assert moved > 0 and apart < 0.1 * moved
     assert json.loads((Path(two.model_dir).parent / "ckpt" / "history.json").read_text()) == two.history
 
 

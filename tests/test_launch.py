@@ -9,16 +9,27 @@ import sys
 import pytest
 import torch
 
+from sairlib import launch
 from sairlib.launch import MEMORY_SHARE_ENV, claim_memory_share, launch_command, launch_jobs, run_launch
 
 
-def test_command_lines():
-    cmd = launch_command("sairlib.grpo_launch", "job.json", 2)
-    assert cmd[-3:] == ["-m", "sairlib.grpo_launch", "job.json"]
-    if not torch.cuda.is_available():  # several CPU ranks: torchrun (accelerate --cpu starts one process)
-        assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
-        one = launch_command("sairlib.grpo_launch", "job.json", 1)
-        assert "--cpu" in one and one[one.index("--config_file") + 1].endswith("single_gpu.yaml")
+@pytest.mark.parametrize("gpus", [0, 1, 2])
+def test_command_lines(monkeypatch, gpus):
+    monkeypatch.setattr(launch, "visible_gpus", lambda: gpus)
+    one = launch_command("sairlib.grpo_launch", "job.json", 1)
+    assert one[-3:] == ["-m", "sairlib.grpo_launch", "job.json"]
+    assert one[one.index("--config_file") + 1].endswith("single_gpu.yaml") and ("--cpu" in one) == (gpus == 0)
+    if gpus == 1:  # two ranks on one GPU: refused with a message, not an NCCL error from inside the ranks
+        with pytest.raises(ValueError, match="processes: 2 need 2 GPUs .* 1 visible"):
+            launch_command("sairlib.grpo_launch", "job.json", 2)
+    else:
+        cmd = launch_command("sairlib.grpo_launch", "job.json", 2)
+        assert cmd[-3:] == ["-m", "sairlib.grpo_launch", "job.json"]
+        if gpus == 0:  # several CPU ranks: torchrun (accelerate --cpu starts one process)
+            assert cmd[1:3] == ["-m", "torch.distributed.run"] and cmd[cmd.index("--nproc_per_node") + 1] == "2"
+        else:
+            assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--cpu" not in cmd
+            assert cmd[cmd.index("--config_file") + 1].endswith("multi_gpu.yaml")
     with pytest.raises(ValueError, match="processes"):
         launch_command("sairlib.grpo_launch", "job.json", 0)
 

@@ -166,6 +166,7 @@ def test_pretraining_with_packing_trains_like_padded(tmp_path, monkeypatch):
             collate(feats))
 
     monkeypatch.setattr(training, "lm_collator", spy)
+    monkeypatch.setattr(training, "loader_workers", lambda: 0)  # collate here, where the spy records (on CUDA: 4 workers)
     losses = {}
     for packing in (False, True):
         shapes.clear()

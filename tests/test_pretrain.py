@@ -87,7 +87,7 @@ def test_training_lowers_the_loss_and_the_policy_round_trips(tmp_path):
     import torch
 
     x = torch.tensor([ids])
-    pol.model.eval()
+    pol.model.cpu().eval()  # the Trainer left it on the GPU, where there is one; the copy loads on CPU
     assert torch.allclose(pol.model(x).logits, back.model(x).logits, atol=1e-5)
     assert back.layout == pol.layout
     with pytest.raises(FileNotFoundError, match="no saved policy"):

@@ -127,13 +127,17 @@ class _NoLabels:
     column_names = ["input_ids"]
 
 
-def test_accelerate_configs():
+@pytest.mark.parametrize("gpus", [0, 4])
+def test_accelerate_configs(monkeypatch, gpus):
+    from sairlib import launch
+
     kinds = {p.stem: load_config_from_file(str(p)) for p in ACCELERATE_DIR.glob("*.yaml")}
     assert {k: v.distributed_type.value for k, v in kinds.items()} == {
         "single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp": "FSDP"}
     assert all(v.mixed_precision == "bf16" for v in kinds.values())
+    monkeypatch.setattr(launch, "visible_gpus", lambda: gpus)
     cmd = accelerate_command("job.json", 4)
-    if torch.cuda.is_available():
+    if gpus:
         assert cmd[cmd.index("--config_file") + 1].endswith("multi_gpu.yaml")
         assert cmd[cmd.index("--num_processes") + 1] == "4"
     else:  # accelerate launches one process with --cpu: several CPU ranks go through torchrun
@@ -165,7 +169,7 @@ def test_twin_jobs_at_once_train_like_one_after_the_other(sft_ds, base_dir, tmp_
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_like_one_on_the_same_batches(sft_ds, base_dir, tmp_path):
+def test_two_gloo_processes_train_like_one_on_the_same_batches(sft_ds, base_dir, tmp_path, cpu_ranks):
     """Two CPU ranks (one gloo group, 2 rows each) against one process with 4 rows per step, on a
     4-row dataset so that every step's global batch is the same: the loss is the same token mean
     over both ranks and the updates agree."""

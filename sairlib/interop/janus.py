@@ -49,7 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..generation import sample_tokens
+from ..generation import cache_arguments, sample_tokens
 from ..masking import check_masking, loss_segments
 from ..modes import DEFAULT_MAX_ROUNDS
 from ..rewards import DEFAULT_REWARD, Rollout, complexity_penalty
@@ -524,7 +524,7 @@ class JanusPolicy(UnifiedPolicy):
 
     def draw(self, prompt_ids: Sequence[int], seed: int, guidance_scale: float = 2.0, do_sample: bool = True) -> Any:
         """Image codes for a prompt (ending with ``boi_id``) through Janus' image generation mode (with CFG)."""
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StaticCache
 
         ids = torch.tensor([list(prompt_ids)])
         cfg = self.model.generation_config
@@ -532,8 +532,13 @@ class JanusPolicy(UnifiedPolicy):
                               bos_token_id=cfg.bos_token_id, pad_token_id=cfg.pad_token_id,
                               generation_kwargs={"boi_token_id": self.boi_id})
         torch.manual_seed(seed)
+        # Janus' image generation doubles the batch (conditional + unconditional rows) and, given no
+        # cache, builds a static one through a private helper whose signature transformers 5.17 itself
+        # calls wrongly (a TypeError); a cache passed in is used as is, on 5.17 as on later releases.
+        cache = StaticCache(config=self.model.config.get_text_config(), max_cache_len=len(ids[0]) + self.tokens_per_image)
+        key, _ = cache_arguments(self.model)  # "past_key_values" on 5.17, "cache" later
         return self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
-                                   generation_config=gc)[0]
+                                   generation_config=gc, **{key: cache})[0]
 
 
 # -------------------------------------------------------------------- SFT
