@@ -172,8 +172,8 @@ def _verdicts(policy: Policy, analyzer: WorldAnalyzer, tasks: Sequence[X2IInput]
         seen = policy.codec.decode(codes)
         cands.append((t, seen, policy.prompt(t) + L.image(codes) + [L.open_tag["E"]], kind))
     # Ask for the evaluation: after an image the model may also just end, as generation examples do.
-    gens = generate(policy.model, L, [c[2] for c in cands], EVALUATION_TOKENS, temperature=0.0, seed=seed, batch_size=batch_size,
-                    start_in="E")
+    gens = generate(policy.model, L, [c[2] for c in cands], EVALUATION_TOKENS, temperature=0.0, seed=seed,
+                    batch_size=batch_size, start_in="E")
     truth = analyzer.assess_many([c[0] for c in cands], [c[1] for c in cands])
     verdicts, parsed, said_done, samples = [], [], [], []
     for g, a in zip(gens, truth):

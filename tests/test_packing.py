@@ -166,7 +166,8 @@ def test_pretraining_with_packing_trains_like_padded(tmp_path, monkeypatch):
             collate(feats))
 
     monkeypatch.setattr(training, "lm_collator", spy)
-    monkeypatch.setattr(training, "loader_workers", lambda: 0)  # collate here, where the spy records (on CUDA: 4 workers)
+    # collate in this process, where the spy records (CUDA runs collate in 4 worker processes)
+    monkeypatch.setattr(training, "loader_workers", lambda: 0)
     losses = {}
     for packing in (False, True):
         shapes.clear()

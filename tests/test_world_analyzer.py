@@ -101,7 +101,8 @@ def test_seen_first_needs_the_scene_and_reads_it_on_the_worlds_grid():
     scores = {"instruction": 5, "consistency": 5, "quality": 5, "knowledge": 5}
     with pytest.raises(GrammarError, match="'seen_first' needs the scene"):
         say_evaluation(Evaluation(scores, (), "done"), "seen_first")
-    text = "image a big red circle at row 5 column 5 . instruction 5 consistency 5 quality 5 knowledge 5 . decision done"
+    text = ("image a big red circle at row 5 column 5 . instruction 5 consistency 5 quality 5 knowledge 5 . "
+            "decision done")
     assert parse_evaluation(text, grid=5).seen.objects[0].row == 4
     with pytest.raises(GrammarError):  # off a 4 x 4 grid
         parse_evaluation(text)

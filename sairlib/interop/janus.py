@@ -535,7 +535,8 @@ class JanusPolicy(UnifiedPolicy):
         # Janus' image generation doubles the batch (conditional + unconditional rows) and, given no
         # cache, builds a static one through a private helper whose signature transformers 5.17 itself
         # calls wrongly (a TypeError); a cache passed in is used as is, on 5.17 as on later releases.
-        cache = StaticCache(config=self.model.config.get_text_config(), max_cache_len=len(ids[0]) + self.tokens_per_image)
+        cache = StaticCache(config=self.model.config.get_text_config(),
+                            max_cache_len=len(ids[0]) + self.tokens_per_image)
         key, _ = cache_arguments(self.model)  # "past_key_values" on 5.17, "cache" later
         return self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_mode="image",
                                    generation_config=gc, **{key: cache})[0]
