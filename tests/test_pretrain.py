@@ -157,33 +157,30 @@ def test_compare_judges_a_request_to_change_nothing():
         pretrain_examples(L, CODEC, an, 50, base | {"compare": 0}, seed=1, cfg=CFG)
 
 
-def test_seen_first_examples_describe_the_candidate_before_judging_it():
-    pol = small_policy()
-    L = pol.layout
-    seen_first = WorldAnalyzer(evaluation_order="seen_first")
-    ex = pretrain_examples(L, CODEC, seen_first, 40, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
-    usual = pretrain_examples(L, CODEC, WorldAnalyzer(), 40, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
+def evaluation_words(order: str, n: int) -> list[list[str]]:
+    """The evaluation words (after the E tag) of ``n`` evaluate and compare examples written in
+    ``order``; every order draws the same candidates (seed 3)."""
+    L = small_policy().layout
+    ex = pretrain_examples(L, CODEC, WorldAnalyzer(evaluation_order=order), n, {"evaluate": 1, "compare": 1},
+                           seed=3, cfg=CFG)
     e_open = TOK.convert_ids_to_tokens(L.open_tag["E"])
-    for e, u in zip(ex, usual):  # the same draws; the evaluation now opens with the scene seen
+    out = []
+    for e in ex:
         words = TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE])
-        plain = TOK.convert_ids_to_tokens([i for i in u["labels"] if i != IGNORE])
-        text, plain_text = words[words.index(e_open) + 1:], plain[plain.index(e_open) + 1:]
-        assert text[0] == "image" and text[-len(plain_text):] == plain_text
-        scene = " ".join(text[1:text.index(".")])
-        parse_scene(scene, CFG.grid)  # a scene description the parser reads
+        out.append(words[words.index(e_open) + 1:])
+    return out
+
+
+def test_seen_first_examples_describe_the_candidate_before_judging_it():
+    for text, plain in zip(evaluation_words("seen_first", 40), evaluation_words("scores_first", 40)):
+        assert text[0] == "image" and text[-len(plain):] == plain  # the scene seen, then the usual evaluation
+        parse_scene(" ".join(text[1:text.index(".")]), CFG.grid)  # a scene description the parser reads
 
 
 def test_reasons_first_examples_name_the_errors_before_the_scores():
-    pol = small_policy()
-    L = pol.layout
-    first = WorldAnalyzer(evaluation_order="reasons_first")
-    ex = pretrain_examples(L, CODEC, first, 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
-    usual = pretrain_examples(L, CODEC, WorldAnalyzer(), 60, {"evaluate": 1, "compare": 1}, seed=3, cfg=CFG)
     wrong = 0
-    for e, u in zip(ex, usual):  # the same draws, the evaluation's words in the other order
-        words = TOK.convert_ids_to_tokens([i for i in e["labels"] if i != IGNORE])
-        assert sorted(words) == sorted(TOK.convert_ids_to_tokens([i for i in u["labels"] if i != IGNORE]))
-        text = words[words.index(TOK.convert_ids_to_tokens(L.open_tag["E"])) + 1:]
+    for text, plain in zip(evaluation_words("reasons_first", 60), evaluation_words("scores_first", 60)):
+        assert sorted(text) == sorted(plain)  # the same draws, the evaluation's words in the other order
         if "error" in text:
             wrong += 1
             assert text[0] == "error" and text.index("instruction") > max(i for i, w in enumerate(text) if w == "error")

@@ -8,9 +8,9 @@ from hypothesis import given, strategies as st
 
 from sairlib.pretrain import keep_task
 from sairlib.world import FAMILIES, WorldAnalyzer, make_task, render
-from sairlib.world.corpus import colour_source, recoloured_object
-from sairlib.world.grammar import (GrammarError, parse_evaluation, parse_op, parse_reflection, parse_request,
-                                   parse_scene, say_request, say_scene)
+from sairlib.world.corpus import colour_source, draw_candidate, recoloured_object
+from sairlib.world.grammar import (Evaluation, GrammarError, parse_evaluation, parse_op, parse_reflection,
+                                   parse_request, parse_scene, say_evaluation, say_request, say_scene)
 from sairlib.world.ops import apply
 from sairlib.world.palette import COLOURS
 from sairlib.world.scene import Scene
@@ -71,8 +71,6 @@ def test_reasons_first_evaluations_name_the_errors_before_the_scores(x):
 
 @given(tasks, st.integers(0, 2**31))
 def test_seen_first_evaluations_describe_the_image_before_judging_it(x, seed):
-    from sairlib.world.corpus import draw_candidate
-
     _, img = draw_candidate(x, np.random.default_rng(seed), 64)
     a = A.assess(x, img)
     seen_first = WorldAnalyzer(evaluation_order="seen_first")
@@ -96,8 +94,6 @@ def test_seen_first_evaluations_describe_the_image_before_judging_it(x, seed):
 
 
 def test_seen_first_needs_the_scene_and_reads_it_on_the_worlds_grid():
-    from sairlib.world.grammar import Evaluation, say_evaluation
-
     scores = {"instruction": 5, "consistency": 5, "quality": 5, "knowledge": 5}
     with pytest.raises(GrammarError, match="'seen_first' needs the scene"):
         say_evaluation(Evaluation(scores, (), "done"), "seen_first")
