@@ -42,3 +42,34 @@ def policy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--patch-size", type=int, default=8, help="image patch size (8: 64 tokens per 64 px image)")
     p.add_argument("--codes", type=int, default=2048, help="image codebook size")
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, int]:
+    """Best dense matmul rate (TFLOP/s, 2*n^3 per product) over a few square sizes, and that size."""
+    sizes = (4096, 8192, 16384) if device.type == "cuda" else (256, 512)
+    best, best_n = 0.0, 0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        reps = max(3, int(2e12 / (2 * n ** 3))) if device.type == "cuda" else 5
+        for _ in range(3):
+            a @ b
+        sync(device)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                a @ b
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            seconds = time.perf_counter() - t0
+        rate = 2 * n ** 3 * reps / seconds / 1e12
+        if rate > best:
+            best, best_n = rate, n
+        del a, b
+    return best, best_n

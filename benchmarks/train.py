@@ -66,7 +66,7 @@ if str(ROOT) not in sys.path:
 from sairlib.policy import model_config  # noqa: E402
 from sairlib.tokenizers import build_tokenizer  # noqa: E402
 from sairlib.world.grammar import vocabulary  # noqa: E402
-from benchmarks.common import RESULTS, T0, log, rel, sync  # noqa: E402
+from benchmarks.common import RESULTS, T0, log, matmul_tflops, rel, sync  # noqa: E402
 
 QUICK = dict(hidden=64, layers=2, heads=4, intermediate=0, batch=4, seq_len=128, min_len=16, warmup=1, steps=3, threads=1,
              check_seqs=6)
@@ -284,37 +284,6 @@ def packed_inputs(batch: PackedBatch, masks: MaskBuilder, device: torch.device) 
 
 
 # ----------------------------------------------------------------------------- measurements
-def matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, int]:
-    """Best dense matmul rate (TFLOP/s, 2*n^3 per product) over a few square sizes, and that size."""
-    sizes = (4096, 8192, 16384) if device.type == "cuda" else (256, 512)
-    best, best_n = 0.0, 0
-    for n in sizes:
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
-        reps = max(3, int(2e12 / (2 * n ** 3))) if device.type == "cuda" else 5
-        for _ in range(3):
-            a @ b
-        sync(device)
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                a @ b
-            end.record()
-            end.synchronize()
-            seconds = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            seconds = time.perf_counter() - t0
-        rate = 2 * n ** 3 * reps / seconds / 1e12
-        if rate > best:
-            best, best_n = rate, n
-        del a, b
-    return best, best_n
-
-
 class Stepper:
     """One training step as the Trainer does it: autocast forward, backward, clip at 1.0, AdamW step."""
 

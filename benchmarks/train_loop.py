@@ -26,6 +26,16 @@ seed, so the same initial weights, in every run), and examples from
   differences are recorded) and peak GPU memory. ``--step-lengths LO,HI`` replaces the world
   examples of this section by random sequences of uniform lengths in [LO, HI] with the first
   third of each unlabelled (SFT-like prompts), as the earlier probe did for SFT.
+* **mfu**: :func:`sairlib.training.train_lm` as a run uses it, twice from the same initial weights:
+  ``padded`` (the default hyperparameters) and ``packed_compiled`` (``packing: true, compile: true``:
+  padding-free rows under FlexAttention, the Trainer's ``torch_compile``; on CPU packing under SDPA,
+  not compiled). Each trains one epoch over exactly ``--mfu-steps`` batches, so every example is
+  seen once and the real tokens per step are known on average. A step clock (a ``TrainerCallback``
+  that synchronises the device only at the two steps it reads) times the steps after
+  ``--mfu-skip`` (compilation and warm-up excluded): steady tokens/s = mean real tokens per step x
+  steps / seconds, and MFU = 6 x parameters (all) x tokens/s over the dense bf16 matmul rate
+  measured in the same run (float32 on CPU), as in ``benchmarks/train.py``. The whole run's
+  tokens/s (set-up and compilation included) and the logged losses are recorded beside it.
 * **trainer**: :func:`sairlib.training.train_lm` (the real Trainer) for ``--steps`` steps with the
   data loader's collating workers at 0 and at ``--workers`` (``sairlib.training.loader_workers``
   patched), each run from the same initial weights into a fresh temporary output folder
@@ -35,6 +45,9 @@ seed, so the same initial weights, in every run), and examples from
   The sampler stays in the main process, so both runs see the same batches: on CPU the losses must
   be bitwise equal; on CUDA the maximum relative difference is recorded (GPU kernels are not
   bitwise reproducible run to run).
+
+``--intermediate`` sets the policy's MLP width (0: 4 x hidden; ``--hidden 1024 --layers 12 --heads 16
+--intermediate 2688`` is the 153.9M configuration of ``benchmarks/train.py``).
 
 Failed checks (packed first loss off by more than 1e-3, CPU losses not equal) raise after the
 table and the JSON are written. Writes ``benchmarks/results/train_loop.json``
@@ -56,6 +69,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import transformers
+from transformers import TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -66,17 +80,20 @@ from sairlib.policy import Policy  # noqa: E402
 from sairlib.pretrain import pretrain_examples  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
-from benchmarks.common import RESULTS, policy_options, T0, log, rel, sync  # noqa: E402
+from benchmarks.common import RESULTS, matmul_tflops, policy_options, T0, log, rel, sync  # noqa: E402
 
 # params/gpu.yaml's world and pretraining mix
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)
 MIX = {"t2i": 2, "edit": 4, "compose": 1, "single_edit": 3, "describe": 2, "evaluate": 4}
-SECTIONS = ("data", "step", "trainer")
+SECTIONS = ("data", "step", "mfu", "trainer")
+# the mfu section's two train_lm settings: today's default and the packed, compiled step
+MFU_SETTINGS = (("padded", {}), ("packed_compiled", {"packing": True, "compile": True}))
 STEP_SETTINGS = (("padded_sdpa", "sdpa", False), ("packed_sdpa", "sdpa", True),
                  ("packed_flex", "flex_attention", True))
 FIRST_LOSS_RTOL = 1e-3
 QUICK = dict(hidden=64, layers=2, heads=4, batch=8, codes=64, fit_tasks=20, residual_images=10, data_batches=6,
-             warmup=1, bench_steps=3, steps=6, logging_steps=2, data_workers=1, threads=1, device="cpu")
+             warmup=1, bench_steps=3, steps=6, logging_steps=2, data_workers=1, threads=1, device="cpu",
+             mfu_steps=6, mfu_skip=2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     policy_options(p)
     p.add_argument("--max-len", type=int, default=2048, help="the model's max_len")
+    p.add_argument("--intermediate", type=int, default=0, help="MLP width (0: 4 x hidden)")
     p.add_argument("--batch", type=int, default=128, help="examples per batch (all sections)")
     p.add_argument("--fit-tasks", type=int, default=1000, help="tasks the image codec is fitted on")
     p.add_argument("--residual-images", type=int, default=500, help="perturbed images in the codec fit")
@@ -93,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step-lengths", default="",
                    help="LO,HI: bare steps on random sequences of these lengths instead of world examples")
     p.add_argument("--steps", type=int, default=120, help="train_lm steps per worker setting")
+    p.add_argument("--mfu-steps", type=int, default=200, help="train_lm steps per setting of the mfu section")
+    p.add_argument("--mfu-skip", type=int, default=40, help="first steps left out of the mfu section's timing")
     p.add_argument("--logging-steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=4, help="data-loader workers compared with 0")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -122,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.step_lengths = (lo, hi)
     if args.warmup < 1 or args.bench_steps < 1 or args.steps < 1 or args.data_batches < 1:
         p.error("--warmup, --bench-steps, --steps and --data-batches must be at least 1")
+    if not 1 <= args.mfu_skip < args.mfu_steps:
+        p.error(f"--mfu-skip must lie in [1, --mfu-steps), got {args.mfu_skip} of {args.mfu_steps}")
     if args.out is None:
         args.out = str(RESULTS / ("train_loop_quick.json" if args.quick else "train_loop.json"))
     return args
@@ -157,6 +179,8 @@ def synthetic_rows(n: int, lo: int, hi: int, vocab: int, pad: int, seed: int) ->
 def new_policy(tok: Any, codec: Any, args: argparse.Namespace) -> Policy:
     """The policy as the notebooks create it (SDPA); the same seed gives the same initial weights."""
     size = {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "max_len": args.max_len}
+    if args.intermediate:
+        size["intermediate"] = args.intermediate
     return Policy.create(tok, codec, size, seed=args.seed)
 
 
@@ -288,6 +312,83 @@ def step_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespac
                 settings=settings)
 
 
+# ----------------------------------------------------------------------------- train_lm's MFU
+class StepClock(TrainerCallback):
+    """Wall time at the end of the optimizer steps in ``at`` (the device synchronised first, and only there)."""
+
+    def __init__(self, at: tuple[int, ...]) -> None:
+        self.at, self.times = set(at), {}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step in self.at:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times[state.global_step] = time.perf_counter()
+
+
+def mfu_run(name: str, extra: dict[str, Any], tok: Any, codec: Any, ds: Any, args: argparse.Namespace,
+            rate_tflops: float, n_params: int) -> dict[str, Any]:
+    """One epoch of ``train_lm`` over ``ds`` (``--mfu-steps`` batches) with ``extra`` hyperparameters."""
+    cuda = torch.cuda.is_available()
+    h = {"batch_size": args.batch, "lr": args.lr, "epochs": 1.0, "logging_steps": args.logging_steps,
+         "save_steps": 10 ** 9, **extra}
+    if not cuda:
+        h.pop("compile", None)  # compiling on the CPU costs minutes and says nothing about the GPU
+    model = new_policy(tok, codec, args).model
+    clock = StepClock((args.mfu_skip, args.mfu_steps))
+    with tempfile.TemporaryDirectory(prefix="train_loop_mfu_") as out_dir:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            hist = training.train_lm(model, tok, ds, None, h, out_dir, args.seed, callbacks=[clock])
+            seconds = time.perf_counter() - t
+    tokens = sum(len(x) for x in ds["input_ids"])
+    steady_s = clock.times[args.mfu_steps] - clock.times[args.mfu_skip]
+    tok_s = tokens / args.mfu_steps * (args.mfu_steps - args.mfu_skip) / steady_s
+    whole = tokens / seconds
+    mfu = lambda x: 6 * n_params * x / (rate_tflops * 1e12)  # noqa: E731
+    return dict(name=name, hparams={k: v for k, v in h.items() if k in ("packing", "compile")},
+                attention=training.PACKED_ATTENTION_CUDA if cuda and h.get("packing") else
+                model.config._attn_implementation, steps=args.mfu_steps, timed_steps=args.mfu_steps - args.mfu_skip,
+                tokens=tokens, tokens_per_step=tokens / args.mfu_steps, seconds=seconds, steady_seconds=steady_s,
+                ms_per_step=1000 * steady_s / (args.mfu_steps - args.mfu_skip), tok_s=tok_s, mfu=mfu(tok_s),
+                whole_run_tok_s=whole, whole_run_mfu=mfu(whole), losses=[x["loss"] for x in hist if "loss" in x])
+
+
+def mfu_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespace, device: torch.device,
+                n_params: int) -> dict[str, Any]:
+    from datasets import Dataset
+
+    ds = Dataset.from_list(rows[:args.mfu_steps * args.batch])
+    cuda = device.type == "cuda"
+    rate, rate_n = matmul_tflops(device, torch.bfloat16 if cuda else torch.float32)
+    log(f"mfu: matmul rate {rate:.1f} TFLOP/s (n={rate_n})")
+    runs = []
+    for name, extra in MFU_SETTINGS:
+        log(f"mfu {name}: train_lm, {args.mfu_steps} steps of {args.batch}, timed after {args.mfu_skip}")
+        try:
+            runs.append(mfu_run(name, extra, tok, codec, ds, args, rate, n_params))
+            log(f"mfu {name}: {runs[-1]['tok_s']:.0f} tok/s steady, MFU {runs[-1]['mfu']:.3f}; "
+                f"losses {runs[-1]['losses']}")
+        except Exception as e:  # noqa: BLE001 - recorded; the other setting goes on
+            traceback.print_exc()
+            runs.append(dict(name=name, skipped=f"failed: {type(e).__name__}: {str(e)[:300]}"))
+        finally:
+            torch._dynamo.reset()
+            if cuda:
+                torch.cuda.empty_cache()
+    # the Trainer trains on a GPU wherever there is one, even with --device cpu
+    out = dict(trainer_device="cuda" if torch.cuda.is_available() else "cpu",
+               matmul_tflops=rate, matmul_n=rate_n, matmul_dtype="bf16" if cuda else "float32",
+               batch=args.batch, steps=args.mfu_steps, skip=args.mfu_skip, examples=len(ds), runs=runs)
+    base, new = runs
+    if "skipped" not in base and "skipped" not in new:
+        out["speedup"] = new["tok_s"] / base["tok_s"]
+        out["losses_max_rel_diff"] = max((rel(x, y) for x, y in zip(new["losses"], base["losses"])),
+                                         default=float("nan"))
+    return out
+
+
 # ----------------------------------------------------------------------------- train_lm
 def trainer_run(workers: int, tok: Any, codec: Any, ds: Any, args: argparse.Namespace) -> dict[str, Any]:
     """``train_lm`` for ``args.steps`` steps with ``workers`` collating processes, in a fresh folder."""
@@ -336,6 +437,9 @@ def checks_of(r: dict[str, Any]) -> dict[str, Any]:
         for s in r["step"]["settings"][1:]:
             d = s.get("first_loss_rel_diff")
             c[f"{s['name']}_first_loss_within_1e-3"] = None if d is None else bool(d <= FIRST_LOSS_RTOL)
+    if "mfu" in r and "losses_max_rel_diff" in r["mfu"]:  # float32 on CPU: the same updates up to float order
+        c["mfu_packed_losses_within_1e-3_on_cpu"] = (bool(r["mfu"]["losses_max_rel_diff"] <= FIRST_LOSS_RTOL)
+                                                     if r["mfu"]["trainer_device"] == "cpu" else None)
     if "trainer" in r:
         c["trainer_losses_bitwise_equal_on_cpu"] = (r["trainer"]["losses_bitwise_equal"]
                                                     if r["trainer"]["device"] == "cpu" else None)
@@ -363,6 +467,19 @@ def table(r: dict[str, Any]) -> str:
             if s["peak_gib"] is not None:
                 detail += f", peak {s['peak_gib']:.2f} GiB"
             rows.append(("step", s["name"], f"{s['ms_per_step']:.1f}", f"{s['tok_s']:.0f}", detail))
+    if "mfu" in r:
+        m = r["mfu"]
+        for run in m["runs"]:
+            if "skipped" in run:
+                rows.append(("mfu", run["name"], "-", "-", f"skipped: {run['skipped'][:100]}"))
+                continue
+            rows.append(("mfu", f"train_lm, {run['name']}", f"{run['ms_per_step']:.1f}", f"{run['tok_s']:.0f}",
+                         f"MFU {run['mfu']:.3f} ({run['attention']}); whole run {run['whole_run_tok_s']:.0f} tok/s; "
+                         "losses " + ", ".join(f"{x:.4f}" for x in run["losses"][:4])))
+        if "speedup" in m:
+            rows.append(("mfu", "packed_compiled / padded", "", "",
+                         f"{m['speedup']:.2f}x; matmul {m['matmul_tflops']:.4g} TFLOP/s; "
+                         f"losses max rel diff {m['losses_max_rel_diff']:.1e}"))
     if "trainer" in r:
         t = r["trainer"]
         for run in t["runs"]:
@@ -396,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policy = new_policy(tok, codec, args)
     n_params = policy.n_params
     need = args.batch * max(args.data_batches, args.warmup + args.bench_steps,
-                            args.steps + 2 if "trainer" in args.sections else 0)
+                            args.steps + 2 if "trainer" in args.sections else 0,
+                            args.mfu_steps if "mfu" in args.sections else 0)
     log(f"tokenizers: {tok_info}; building {need} pretraining examples")
     rows = rows_of(pretrain_examples(policy.layout, codec, WorldAnalyzer(), need, MIX, args.seed, cfg,
                                      args.data_workers))
@@ -404,6 +522,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     r: dict[str, Any] = dict(
         device=torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} thread(s))",
         params_M=n_params / 1e6, hidden=args.hidden, layers=args.layers, heads=args.heads, max_len=args.max_len,
+        intermediate=args.intermediate or 4 * args.hidden,
         vocab=len(tok), batch=args.batch, patch_size=args.patch_size, codes=args.codes,
         tokens_per_image=codec.tokens_per_image, world=WORLD, mix=MIX, workers=args.workers, seed=args.seed,
         sections=args.sections, torch=torch.__version__, transformers=transformers.__version__, quick=args.quick)
@@ -412,6 +531,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["data"] = collation(tok, batches_of(rows, args.batch, args.data_batches))
     if "step" in args.sections:
         r["step"] = step_section(tok, codec, rows, args, device)
+    if "mfu" in args.sections:
+        r["mfu"] = mfu_section(tok, codec, rows, args, device, n_params)
     if "trainer" in args.sections:
         r["trainer"] = trainer_section(tok, codec, rows, args)
     r["checks"] = checks_of(r)

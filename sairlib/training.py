@@ -8,7 +8,8 @@ where it stopped and ends with the same model).
 
 ``hparams`` keys (:data:`HPARAM_KEYS`, shared with SFT in :mod:`sairlib.sft`): ``batch_size`` (per
 device), ``lr``, ``epochs``, ``max_steps`` (0: by epochs), ``warmup_ratio``, ``weight_decay``,
-``logging_steps``, ``eval_steps`` (0: no evaluation), ``save_steps``, ``grad_accum`` and ``packing``.
+``logging_steps``, ``eval_steps`` (0: no evaluation), ``save_steps``, ``grad_accum``, ``packing`` and
+``compile`` (both default false).
 
 ``packing: true`` makes batches padding-free: transformers' ``DataCollatorWithFlattening`` joins
 the rows of a batch into one row, with ``position_ids`` restarting at 0 for every sequence and no
@@ -26,16 +27,26 @@ No compute goes to padding, but with SDPA or eager attention the packed row's ma
 block-diagonal matrix over the whole batch: attention costs (sum of lengths)^2 instead of
 batch * longest^2 (a warning says so); only varlen kernels (flash attention) or block-sparse ones
 (flex) skip the masked blocks. On one CPU thread, a 2-layer 128-wide model, 32 sequences of 60-260
-tokens: 1.1 s per padded step, 3.8 s packed (16 sequences: 0.7 s vs 1.1 s). Measure before
-switching a GPU run to packing with SDPA.
+tokens: 1.1 s per padded step, 3.8 s packed (16 sequences: 0.7 s vs 1.1 s). So on CUDA a packed
+run trains under ``flex_attention`` (:func:`training_attention`: the document mask becomes a
+block-sparse ``BlockMask``; the model's own attention is restored afterwards), and the packed row
+is padded to a multiple of :data:`PACK_MULTIPLE_CUDA` (FlexAttention's block) by one extra
+sequence of pads that carries no loss, so that the compiled step meets few shapes. On CPU, where
+FlexAttention has no backward, the model's attention is kept.
+
+``compile: true`` sets the Trainer's own ``torch_compile`` (the model is wrapped in
+``torch.compile`` by accelerate; the trained module itself is unchanged and saved as usual).
+Together with ``packing`` on CUDA it is the step that ``benchmarks/train.py`` measured at 7.9x the
+padded Trainer-style step (154M policy, 43.8% MFU); ``benchmarks/train_loop.py --sections trainer``
+measures it inside ``train_lm`` on the world's examples.
 """
 from __future__ import annotations
 
 import os
-
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
@@ -46,6 +57,13 @@ from .params import check_section
 # Batches are padded to a multiple of this on CUDA: widths of any length sent SDPA to a slower
 # kernel; `python3 benchmarks/train.py` on the H200 measured 47k -> 94k tokens/s (eager, 154M).
 PAD_MULTIPLE_CUDA = 64
+# Packed rows are padded to a multiple of this on CUDA: FlexAttention's block size, so the block mask
+# covers whole blocks and a compiled step sees one width per 128 tokens of batch.
+PACK_MULTIPLE_CUDA = 128
+# What packed batches train under on CUDA: block-sparse, so the masked blocks of other sequences are skipped.
+PACKED_ATTENTION_CUDA = "flex_attention"
+# FlexAttention's compiled kernels need heads at least this wide (torch 2.11: "NYI: embedding dimension ...").
+FLEX_MIN_HEAD_DIM = 16
 
 
 def pad_multiple() -> int | None:
@@ -55,7 +73,7 @@ def pad_multiple() -> int | None:
 
 HPARAM_KEYS = {"batch_size": int, "lr": float, "epochs": float, "max_steps": int, "warmup_ratio": float,
                "weight_decay": float, "logging_steps": int, "eval_steps": int, "save_steps": int,
-               "grad_accum": int, "packing": bool}
+               "grad_accum": int, "packing": bool, "compile": bool}
 
 # Attention implementations that keep packed sequences apart given only restarting position_ids:
 # the mask-based ones through transformers.masking_utils, the flash ones through varlen kernels.
@@ -108,6 +126,7 @@ def trainer_fields(h: dict[str, Any], out_dir: str | Path, seed: int, *, batch_s
         use_cpu=not cuda,  # without it, processes launched on CPU would not join one gloo group
         optim="adamw_torch_fused" if cuda else "adamw_torch",
         report_to=[],
+        torch_compile=h.get("compile", False),
         seed=seed,
         data_seed=seed,
         # On CUDA, batches are collated in worker processes: in the main process the collation of a
@@ -133,35 +152,94 @@ def training_arguments(h: dict[str, Any], out_dir: str | Path, seed: int) -> Tra
     return TrainingArguments(**trainer_fields(h, out_dir, seed), remove_unused_columns=True)
 
 
+def pack_multiple() -> int | None:
+    """What packed rows are padded to a multiple of: ``PACK_MULTIPLE_CUDA`` on CUDA, nothing on CPU."""
+    return PACK_MULTIPLE_CUDA if torch.cuda.is_available() else None
+
+
+class PackedCollator:
+    """``DataCollatorWithFlattening`` (one padding-free row: ``input_ids``, ``labels``, restarting
+    ``position_ids``), then, with ``multiple``, the row's tail padded to a multiple of it by one more
+    sequence: ``pad_id`` tokens, positions from 0 (so the attention keeps it apart), labels -100."""
+
+    def __init__(self, pad_id: int, multiple: int | None = None) -> None:
+        if multiple is not None and multiple < 1:
+            raise ValueError(f"multiple: must be at least 1, got {multiple!r}")
+        self.pad_id, self.multiple = int(pad_id), multiple
+        self.flatten = DataCollatorWithFlattening(return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.flatten(features)
+        extra = (-batch["input_ids"].shape[1]) % self.multiple if self.multiple else 0
+        if not extra:
+            return batch
+        tail = {"input_ids": torch.full((1, extra), self.pad_id, dtype=torch.long),
+                "labels": torch.full((1, extra), -100, dtype=torch.long),
+                "position_ids": torch.arange(extra, dtype=torch.long)[None]}
+        return {k: torch.cat([v, tail[k]], dim=1) if k in tail else v for k, v in batch.items()}
+
+
 def lm_collator(tokenizer: Any, packing: bool = False) -> Any:
     """The batch collator of :func:`train_lm`: rows right-padded (labels with -100) to the longest,
     a multiple of :func:`pad_multiple`; or, with ``packing``, one padding-free row
-    (``DataCollatorWithFlattening``: ``input_ids``, ``labels``, ``position_ids``, no attention mask)."""
+    (:class:`PackedCollator`, its tail padded to a multiple of :func:`pack_multiple`)."""
     if packing:
-        return DataCollatorWithFlattening(return_tensors="pt")
+        return PackedCollator(tokenizer.pad_token_id, pack_multiple())
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt",
                                   pad_to_multiple_of=pad_multiple())
 
 
+def flex_unfit(config: Any) -> str | None:
+    """Why FlexAttention's kernels cannot train a model of ``config`` (None if they can)."""
+    heads = getattr(config, "num_attention_heads", None)
+    head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+    if head_dim is not None and head_dim < FLEX_MIN_HEAD_DIM:
+        return f"head dimension {head_dim} is below FlexAttention's {FLEX_MIN_HEAD_DIM}"
+    return None
+
+
+@contextmanager
+def training_attention(model: Any, packing: bool) -> Iterator[str]:
+    """The attention a run trains under: with ``packing`` on CUDA, :data:`PACKED_ATTENTION_CUDA`
+    (restored to the model's own afterwards, also on error) unless the model's heads are too narrow
+    for it (:func:`flex_unfit`: then the model's own, with a warning that says why); otherwise the
+    model's own. Yields its name."""
+    own = model.config._attn_implementation
+    use = PACKED_ATTENTION_CUDA if packing and torch.cuda.is_available() else own
+    if use != own and (why := flex_unfit(model.config)):
+        warnings.warn(f"packing: training under {own} attention, not {use}: {why}", stacklevel=3)
+        use = own
+    if use != own:
+        model.set_attn_implementation(use)
+    try:
+        yield use
+    finally:
+        if use != own:
+            model.set_attn_implementation(own)
+
+
 def train_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, hparams: dict[str, Any],
-             out_dir: str | Path, seed: int) -> list[dict[str, Any]]:
+             out_dir: str | Path, seed: int, callbacks: list[Any] | None = None) -> list[dict[str, Any]]:
     """Train in place; return the Trainer's log history (losses per logging step).
 
-    ``hparams`` as in the module doc; ``packing: true`` trains on padding-free batches, same loss."""
+    ``hparams`` as in the module doc; ``packing: true`` trains on padding-free batches, same loss;
+    ``compile: true`` compiles the step. ``callbacks``: ``transformers.TrainerCallback`` objects
+    (e.g. a step clock), given to the Trainer as they are."""
     check_hparams(hparams)
     packing = hparams.get("packing", False)
-    if packing:
-        check_packable(model)
-    args = training_arguments(hparams, out_dir, seed)
-    collator = lm_collator(tokenizer, packing)
     cols = ["input_ids", "labels"]
     train_ds = train_ds.select_columns(cols)
     eval_ds = eval_ds.select_columns(cols) if eval_ds is not None else None
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator)
-    # packed rows are told apart only without a KV cache: the Trainer sets config.use_cache from
-    # TrainingArguments.use_cache (False); a cache in the forward would silently join the sequences
-    if packing and model.config.use_cache:
-        raise RuntimeError("packing: the model would run with a KV cache (use_cache), which joins packed sequences")
-    last = get_last_checkpoint(str(out_dir)) if Path(out_dir).is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    with training_attention(model, packing):
+        if packing:
+            check_packable(model)
+        args = training_arguments(hparams, out_dir, seed)
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                          data_collator=lm_collator(tokenizer, packing), callbacks=callbacks)
+        # packed rows are told apart only without a KV cache: the Trainer sets config.use_cache from
+        # TrainingArguments.use_cache (False); a cache in the forward would silently join the sequences
+        if packing and model.config.use_cache:
+            raise RuntimeError("packing: the model would run with a KV cache (use_cache), which joins packed sequences")
+        last = get_last_checkpoint(str(out_dir)) if Path(out_dir).is_dir() else None
+        trainer.train(resume_from_checkpoint=last)
     return trainer.state.log_history

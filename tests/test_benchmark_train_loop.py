@@ -8,7 +8,7 @@ import pytest
 from benchmark_scripts import load
 
 TOP = ("device", "params_M", "hidden", "layers", "heads", "batch", "vocab", "workers", "torch", "transformers",
-       "quick", "data", "step", "trainer", "checks")
+       "quick", "data", "step", "mfu", "trainer", "checks")
 
 
 def bench():
@@ -60,6 +60,28 @@ def test_packed_first_loss_equals_padded_and_throughput_is_positive(run):
     assert r["checks"]["packed_sdpa_first_loss_within_1e-3"] is True
 
 
+def test_mfu_section_times_train_lm_padded_and_packed_on_the_same_examples(run):
+    _, r = run
+    m = r["mfu"]
+    assert [x["name"] for x in m["runs"]] == ["padded", "packed_compiled"]
+    padded, packed = m["runs"]
+    on_gpu = m["trainer_device"] == "cuda"  # the Trainer trains on a GPU wherever there is one
+    assert padded["hparams"] == {} and packed["hparams"] == {"packing": True, **({"compile": True} if on_gpu else {})}
+    assert m["examples"] == m["steps"] * r["batch"] and padded["tokens"] == packed["tokens"] > 0
+    for x in (padded, packed):
+        assert x["steps"] == 6 and x["timed_steps"] == 4 and 0 < x["steady_seconds"] < x["seconds"]
+        assert 0 < x["mfu"] < 1 and x["tok_s"] == pytest.approx(
+            x["tokens_per_step"] * x["timed_steps"] / x["steady_seconds"])
+        assert x["mfu"] == pytest.approx(6 * r["params_M"] * 1e6 * x["tok_s"] / (m["matmul_tflops"] * 1e12))
+        assert len(x["losses"]) == 3
+    if not on_gpu:  # float32: the same updates; bf16 and other kernels on a GPU: recorded, not checked
+        assert packed["losses"] == pytest.approx(padded["losses"], rel=1e-3)
+        assert r["checks"]["mfu_packed_losses_within_1e-3_on_cpu"] is True
+    else:
+        assert r["checks"]["mfu_packed_losses_within_1e-3_on_cpu"] is None
+    assert m["speedup"] == pytest.approx(packed["tok_s"] / padded["tok_s"])
+
+
 def test_trainer_losses_are_bitwise_equal_across_worker_counts(run):
     _, r = run
     t = r["trainer"]
@@ -83,3 +105,5 @@ def test_quick_writes_its_own_file_and_sections_are_checked():
         b.parse_args(["--sections", "data,nope"])
     with pytest.raises(SystemExit):
         b.parse_args(["--step-lengths", "300,100"])
+    with pytest.raises(SystemExit):
+        b.parse_args(["--mfu-steps", "10", "--mfu-skip", "10"])

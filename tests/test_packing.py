@@ -20,8 +20,9 @@ from sairlib.masking import IGNORE
 from sairlib.policy import Policy, model_config
 from sairlib.pretrain import pretrain_examples
 from sairlib.sft import SFTJob, build_trainer, check_sft, launch_sft, sft_config
-from sairlib.training import (PAD_MULTIPLE_CUDA, check_hparams, check_packable, lm_collator, pad_multiple,
-                              train_lm)
+from sairlib.training import (PACK_MULTIPLE_CUDA, PAD_MULTIPLE_CUDA, PackedCollator, check_hparams,
+                              check_packable, lm_collator, pad_multiple, train_lm,
+                              training_arguments, training_attention)
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world_setup import build_tokenizers
 from sft_examples import reference_sft_dataset
@@ -86,6 +87,9 @@ def trl_collator(packing: bool, pad_to: int | None = None) -> DataCollatorForLan
 COLLATORS = {
     # pretraining (sairlib.training.train_lm): DataCollatorForSeq2Seq vs DataCollatorWithFlattening
     "pretrain": lambda packing: lm_collator(TOK, packing),
+    # pretraining on CUDA: the packed row's tail padded to FlexAttention's block by one sequence of pads
+    "pretrain_pack128": lambda packing: (PackedCollator(TOK.pad_token_id, PACK_MULTIPLE_CUDA) if packing
+                                         else lm_collator(TOK, False)),
     # SFT (TRL): padded vs padding_free, on CPU and with the CUDA pad multiple (the packed row's tail)
     "sft": lambda packing: trl_collator(packing),
     "sft_pad64": lambda packing: trl_collator(packing, PAD_MULTIPLE_CUDA),
@@ -106,6 +110,9 @@ def test_packed_batch_has_the_padded_loss_and_gradients(sft_ds, attn, kind):
     starts = np.cumsum([0] + [len(r["input_ids"]) for r in rows[:-1]]).tolist()
     assert [i for i, p in enumerate(packed["position_ids"][0, :n].tolist()) if p == 0] == starts
     assert targets(packed) == targets(padded)  # same normalisation under the Trainer's num_items_in_batch
+    if kind == "pretrain_pack128":
+        assert packed["input_ids"].shape[1] % PACK_MULTIPLE_CUDA == 0 and packed["input_ids"].shape[1] > n
+        assert packed["position_ids"][0, n:].tolist() == list(range(packed["input_ids"].shape[1] - n))
 
     model = tiny_model(attn)
     want_loss, want_grad = loss_and_grads(model, padded)
@@ -202,3 +209,63 @@ def test_packing_is_a_checked_bool_and_sets_only_padding_free(tmp_path):
         check_packable(model)
     with pytest.raises(ValueError, match="packing: attention"):
         build_trainer(model, TOK, one, None, {"packing": True}, tmp_path, 0)
+
+
+def doc_causal(position_ids: torch.Tensor) -> torch.Tensor:
+    """The mask packed rows must get: causal within each run of positions that counts up from 0."""
+    doc = (position_ids[0] == 0).cumsum(0)
+    q = torch.arange(len(doc))
+    return (doc[:, None] == doc[None, :]) & (q[:, None] >= q[None, :])
+
+
+def test_flex_attention_keeps_padded_packed_sequences_apart(sft_ds):
+    """The attention packed CUDA runs train under: transformers' FlexAttention mask of a packed row
+    whose tail was padded to the block size is exactly the per-sequence causal mask, token by token
+    (its mask function over every query/key pair) and block by block (blocks of two sequences are skipped)."""
+    from transformers.masking_utils import create_causal_mask
+
+    packed = PackedCollator(TOK.pad_token_id, PACK_MULTIPLE_CUDA)(four_rows(sft_ds))
+    model = tiny_model("flex_attention")
+    with torch.no_grad():
+        mask = create_causal_mask(model.config, model.model.embed_tokens(packed["input_ids"]), None, None,
+                                  position_ids=packed["position_ids"])
+    n = packed["input_ids"].shape[1]
+    q = torch.arange(n)
+    zero = torch.zeros((), dtype=torch.long)
+    got = mask.mask_mod(zero, zero, q[:, None], q[None, :])
+    want = doc_causal(packed["position_ids"])
+    assert got.shape == (n, n) and torch.equal(got, want)
+    assert not torch.equal(want, q[:, None] >= q[None, :])  # the rows really are several sequences
+    blocks = mask.to_dense()[0, 0].bool()  # which 128 x 128 blocks are computed at all
+    per_block = want.reshape(n // 128, 128, n // 128, 128).any(3).any(1)
+    assert torch.equal(blocks, per_block)
+
+
+def test_packed_cuda_runs_train_under_flex_and_give_the_attention_back(monkeypatch):
+    wide = LlamaForCausalLM(model_config(TOK, {**SIZE, "hidden": 64}))  # heads of 16, FlexAttention's least
+    wide.config._attn_implementation = "sdpa"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with training_attention(wide, True) as used:  # CPU: FlexAttention has no backward there
+        assert used == "sdpa" == wide.config._attn_implementation
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RuntimeError, match="stop"):
+        with training_attention(wide, True) as used:
+            assert used == "flex_attention" == wide.config._attn_implementation
+            raise RuntimeError("stop")
+    assert wide.config._attn_implementation == "sdpa"
+    with training_attention(wide, False) as used:
+        assert used == "sdpa"
+    narrow = tiny_model("sdpa")  # heads of 8: FlexAttention's kernels refuse them
+    with pytest.warns(UserWarning, match="head dimension 8 is below FlexAttention's 16"):
+        with training_attention(narrow, True) as used:
+            assert used == "sdpa" == narrow.config._attn_implementation
+
+
+def test_compile_is_the_trainers_own_torch_compile(tmp_path):
+    assert check_hparams({"compile": True, "packing": True})
+    with pytest.raises(ValueError, match="train.compile"):
+        check_hparams({"compile": "yes"})
+    args = training_arguments({"compile": True}, tmp_path, 0)
+    assert args.torch_compile and args.torch_compile_backend == "inductor"
+    assert not training_arguments({}, tmp_path, 0).torch_compile
+    assert sft_config({"compile": True}, tmp_path, 0).torch_compile  # SFT shares the trainer fields
