@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from transformers import DynamicCache, StaticCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from .sequence import TEXT_TAGS, Layout, Parsed
 
@@ -373,7 +373,12 @@ _ROW_BUCKETS = 6
 _GRAPHS_PER_MODEL = 32
 _CACHE_BUDGET_FRACTION = 0.35   # of an accelerator's memory, for the kept caches of one model (H200: 49 GiB)
 _CACHE_BUDGET_CPU = 4 << 30     # bytes, for the kept caches of one model on the CPU
-_RECOMPILE_LIMIT = 64   # compiled decoding: distinct shapes before torch.compile stops (with an error)
+# Compiled decoding reads the key/value cache only up to a width bucket that covers the slots written so far
+# (kv_buckets): at most _KV_BUCKETS widths per cache, multiples of 128. The decode step is bound by reading
+# the cache (at 512 rows of the 81.5M policy a 384-slot cache is 6 GB against 0.16 GB of weights), and
+# attending over every slot from the first step read about twice the slots in use on average.
+_KV_BUCKETS = 4
+_RECOMPILE_LIMIT = 64 * _KV_BUCKETS   # compiled decoding: distinct graphs before torch.compile stops (an error)
 # the dynamo settings of every compiled step (only those this torch has)
 _DYNAMO_PATCH = {k: v for k, v in {"recompile_limit": _RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}.items()
                  if hasattr(torch._dynamo.config, k)}
@@ -387,18 +392,47 @@ def _compile_options(device: torch.device) -> dict[str, Any]:
     return opts
 
 
+def kv_buckets(width: int, buckets: int = _KV_BUCKETS) -> list[int]:
+    """The cache widths a compiled step of ``width`` slots attends over: multiples of a step (a
+    multiple of 128) up to ``width``, at most ``buckets`` of them, ``width`` itself the last."""
+    step = _WIDTH_MULTIPLE * -(-width // (_WIDTH_MULTIPLE * buckets))
+    return [w for w in range(step, width, step)] + [width]
+
+
+def _prefix_cache(model: Any, full: StaticCache, width: int) -> StaticCache | None:
+    """A ``StaticCache`` of ``width`` slots whose layers are views of the first ``width`` slots of
+    ``full``'s (initialised) layers, sharing their write counters: writing through it writes ``full``,
+    and attention through it reads only those slots. None where a layer is not a plain ``StaticLayer``
+    (sliding windows and other kinds keep the full width)."""
+    view = StaticCache(config=model.config, max_cache_len=width)
+    if len(view.layers) != len(full.layers):
+        return None
+    for mine, theirs in zip(view.layers, full.layers):
+        if type(mine) is not StaticLayer or type(theirs) is not StaticLayer or not theirs.is_initialized:
+            return None
+        mine.__dict__.update({k: v for k, v in theirs.__dict__.items() if k != "max_cache_len"})
+        mine.keys, mine.values = theirs.keys[:, :, :width], theirs.values[:, :, :width]
+        for t in (mine.keys, mine.values):
+            torch._dynamo.mark_static_address(t)  # written in place by every step, as the full cache is
+    return view
+
+
 class _CompiledStep:
     """One compiled single-token forward over one reused ``StaticCache`` of ``rows x width`` slots.
 
-    Every input has a fixed shape (tokens ``[rows, 1]``, the full-width mask ``[rows, width]``,
-    positions ``[rows, 1]``, the cache slot ``[1]``), so the graph is traced once and, on CUDA,
-    replayed as a CUDA graph. The cache's tensors keep their addresses between calls (``reset``
-    zeroes them).
+    Every input has a fixed shape (tokens ``[rows, 1]``, the mask ``[rows, bucket]``, positions
+    ``[rows, 1]``, the cache slot ``[1]``), so each graph is traced once and, on CUDA, replayed as a
+    CUDA graph. A step attends over the smallest of :func:`kv_buckets` that covers the slot it
+    writes, through a view of the cache's first slots (:func:`_prefix_cache`): one graph per bucket,
+    the same logits as over the whole width (later slots are masked either way). The cache's tensors
+    keep their addresses between calls (``reset`` zeroes them).
     """
 
     def __init__(self, model: Any, rows: int, width: int, device: torch.device) -> None:
         self.rows, self.width, self.device, self.dtype = rows, width, device, _model_dtype(model)
         self.cache = StaticCache(config=model.config, max_cache_len=width)
+        self.buckets = kv_buckets(width)
+        self._views: dict[int, StaticCache | None] = {}
         self.nbytes = _kv_bytes(model.config, rows, width, self.dtype)
         self.model = weakref.ref(model)  # weak: _GRAPHS holds this object under the model's (weak) key
         key, wants_cache_position = cache_arguments(model)
@@ -414,13 +448,26 @@ class _CompiledStep:
 
         self.fn = torch.compile(step, **_compile_options(device))
 
-    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    def cache_for(self, written: int) -> tuple[StaticCache, int]:
+        """The cache to attend over once ``written`` slots hold keys (this step's included), and its width."""
+        width = next(w for w in self.buckets if w >= written)
+        if width == self.width:
+            return self.cache, width
+        if width not in self._views:
+            self._views[width] = _prefix_cache(self.model(), self.cache, width)
+        view = self._views[width]
+        return (self.cache, self.width) if view is None else (view, width)
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, slot: int) -> torch.Tensor:
+        """Logits after one token per row written at cache slot ``slot`` (``mask`` covers every slot)."""
         if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's output is no longer read
+        cache, width = self.cache_for(slot + 1)
+        where = torch.arange(slot, slot + 1, device=ids.device)
         skips = _cudagraph_skips()
         try:
             with torch._dynamo.config.patch(**_DYNAMO_PATCH):
-                logits = self.fn(self.model(), self.cache, ids, mask, pos, slot)
+                logits = self.fn(self.model(), cache, ids, mask[:, :width], pos, where)
         except Exception as e:  # never fall back to eager quietly
             first = str(e).splitlines()[0] if str(e) else ""
             raise RuntimeError(f"cache='compiled': the compiled decode step failed ({type(e).__name__}: {first}); "
@@ -539,13 +586,12 @@ class _Decoder:
         """Logits after one more token per row (``tokens`` ``[N]``, ``pos`` ``[N]``).
 
         ``full_mask`` ``[N, width]`` covers every cache slot; the eager caches see the slots
-        written so far, the compiled step all of them (later slots are hidden by causality).
+        written so far, the compiled step those of its width bucket (later slots are hidden by causality).
         """
         if self.compiled is None:
             return self._forward(tokens[:, None], full_mask[:, :self.seen + 1], pos[:, None])
-        slot = torch.arange(self.seen, self.seen + 1, device=tokens.device)
         self.seen += 1
-        return self.compiled(tokens[:, None], full_mask, pos[:, None], slot)
+        return self.compiled(tokens[:, None], full_mask, pos[:, None], self.seen - 1)
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, ...]:

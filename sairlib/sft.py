@@ -36,7 +36,10 @@ are otherwise used as given and the loss is the same mean over the same tokens a
 (``tests/test_packing.py``). TRL documents padding-free as "only supported with FlashAttention 2
 or 3" but does not check it; with the policy's SDPA attention it is exact, though attention then
 spans the whole packed row under a dense block-diagonal mask, which can cost more than the padding
-it saves (see :mod:`sairlib.training`).
+it saves (see :mod:`sairlib.training`). So on CUDA a padding-free job trains under FlexAttention
+(:func:`sairlib.training.training_attention`, as pretraining does) and saves the policy with its own
+attention; the row's tail is padded to a multiple of 128. ``compile: true`` compiles the step (the
+Trainer's ``torch_compile``). Neither has been timed on a GPU for SFT yet.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ import torch
 
 from .launch import ACCELERATE_DIR, HISTORY_FILE, JobFile, launch_command, launch_job, launch_jobs
 from .params import check_section
-from .training import HPARAM_KEYS, check_packable, pad_multiple, trainer_fields
+from .training import HPARAM_KEYS, check_packable, pack_multiple, pad_multiple, trainer_fields, training_attention
 
 SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
@@ -89,7 +92,9 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
         max_length=None,
         packing=False,
         padding_free=h.get("packing", False),
-        pad_to_multiple_of=pad_multiple(),  # padding-free: the one row's tail, each pad its own 1-token sequence
+        # padded: to a multiple of 64 on CUDA; padding-free: the one row's tail to FlexAttention's block of 128,
+        # each pad its own 1-token sequence (TRL restarts their positions at 0)
+        pad_to_multiple_of=pack_multiple() if h.get("packing", False) else pad_multiple(),
         completion_only_loss=False,
         assistant_only_loss=False,
         shuffle_dataset=False,
@@ -215,9 +220,11 @@ def run_job(job: SFTJob) -> SFTRun:
     policy = Policy.load(job.base_dir)
     train = load_from_disk(job.train_dir)
     evals = load_from_disk(job.eval_dir) if job.eval_dir else None
-    trainer = build_trainer(policy.model, policy.tokenizer, train, evals, job.hparams, job.output_dir, job.seed,
-                            job.lora)
-    trainer.train(resume_from_checkpoint=last)
+    # padding-free on CUDA: FlexAttention while training, the policy's own attention when saved
+    with training_attention(policy.model, job.hparams.get("packing", False)):
+        trainer = build_trainer(policy.model, policy.tokenizer, train, evals, job.hparams, job.output_dir, job.seed,
+                                job.lora)
+        trainer.train(resume_from_checkpoint=last)
     history = trainer.state.log_history
     trainer.accelerator.wait_for_everyone()
     if trainer.is_fsdp_enabled:

@@ -321,6 +321,51 @@ def aot_eager(monkeypatch):
     torch._dynamo.reset()
 
 
+def test_kv_buckets():
+    from sairlib.generation import kv_buckets
+
+    assert kv_buckets(128) == [128]
+    assert kv_buckets(384) == [128, 256, 384]
+    assert kv_buckets(512) == [128, 256, 384, 512]
+    assert kv_buckets(640) == [256, 512, 640]
+    assert kv_buckets(2048) == [512, 1024, 1536, 2048]
+    for width in range(128, 8193, 128):
+        b = kv_buckets(width)
+        assert b[-1] == width and len(b) <= 4 and b == sorted(set(b)) and all(w % 128 == 0 for w in b)
+
+
+def test_compiled_decoding_reads_the_cache_up_to_a_width_bucket(layout, stress_models, prompts, aot_eager,
+                                                                  monkeypatch):
+    """A 256-slot compiled cache is read through its first 128 slots while they hold every key, then
+    whole: the tokens are the dynamic cache's (greedy and per-row seeds), one graph per bucket, and the
+    views write the one cache (a second call on the same shape replays both graphs)."""
+    from sairlib.generation import _CompiledStep, _GRAPHS, decode_width
+
+    m = stress_models["boi"]  # opens image after image: the rows run to the token budget
+    batch, new = prompts[:4], 160
+    width = decode_width(max(map(len, batch)), new, "compiled")
+    assert width == 256
+    used = []
+    cache_for = _CompiledStep.cache_for
+    monkeypatch.setattr(_CompiledStep, "cache_for",
+                        lambda self, written: (lambda out: used.append((written, out[1])) or out)(cache_for(self, written)))
+    for kw in ({"temperature": 0}, {"row_seeds": [5, 6, 7, 8]}):
+        ref = [g.ids for g in generate(m, layout, batch, new, **kw)]
+        used.clear()
+        got = generate(m, layout, batch, new, cache="compiled", **kw)
+        assert [g.ids for g in got] == ref, kw
+        assert max(len(g.ids) for g in got) > 128 - min(map(len, batch))  # some row wrote past slot 128
+        assert {w for _, w in used} == {128, 256}
+        assert all(written <= w and (w == 128 or written > 128) for written, w in used)
+    assert aot_eager["stats"]["unique_graphs"] == 2  # one per bucket, replayed by the second call
+    step = _GRAPHS[m][(4, 256)]
+    view, w = step.cache_for(100)
+    assert w == 128 and view is not step.cache
+    for mine, full in zip(view.layers, step.cache.layers):
+        assert mine.keys.data_ptr() == full.keys.data_ptr() and mine.keys.shape[2] == 128
+        assert mine.cumulative_length is full.cumulative_length
+
+
 def test_row_buckets():
     from sairlib.generation import row_bucket
 

@@ -21,7 +21,7 @@ from sairlib.policy import Policy, model_config
 from sairlib.pretrain import pretrain_examples
 from sairlib.sft import SFTJob, build_trainer, check_sft, launch_sft, sft_config
 from sairlib.training import (PACK_MULTIPLE_CUDA, PAD_MULTIPLE_CUDA, PackedCollator, check_hparams,
-                              check_packable, lm_collator, pad_multiple, train_lm,
+                              check_packable, lm_collator, pack_multiple, pad_multiple, train_lm,
                               training_arguments, training_attention)
 from sairlib.world import WorldAnalyzer, WorldConfig
 from sairlib.world_setup import build_tokenizers
@@ -203,7 +203,8 @@ def test_packing_is_a_checked_bool_and_sets_only_padding_free(tmp_path):
     with pytest.warns(UserWarning, match="packing with sdpa"):
         collator = build_trainer(model, TOK, one, None, {"packing": True}, tmp_path, 0).data_collator
     assert isinstance(collator, DataCollatorForLanguageModeling) and collator.padding_free  # what test 1 uses
-    assert collator.pad_to_multiple_of == pad_multiple()
+    assert collator.pad_to_multiple_of == pack_multiple()  # FlexAttention's block on CUDA, none on CPU
+    assert sft_config({}, tmp_path, 0).pad_to_multiple_of == pad_multiple()
     model.config._attn_implementation = "some_kernel"
     with pytest.raises(ValueError, match="packing: attention 'some_kernel'"):
         check_packable(model)
