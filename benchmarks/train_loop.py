@@ -314,10 +314,14 @@ def step_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespac
 
 # ----------------------------------------------------------------------------- train_lm's MFU
 class StepClock(TrainerCallback):
-    """Wall time at the end of the optimizer steps in ``at`` (the device synchronised first, and only there)."""
+    """Wall time at the end of the optimizer steps in ``at`` (the device synchronised first, and only
+    there), and the attention the model trains under."""
 
     def __init__(self, at: tuple[int, ...]) -> None:
-        self.at, self.times = set(at), {}
+        self.at, self.times, self.attention = set(at), {}, None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        self.attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step in self.at:
@@ -348,8 +352,7 @@ def mfu_run(name: str, extra: dict[str, Any], tok: Any, codec: Any, ds: Any, arg
     whole = tokens / seconds
     mfu = lambda x: 6 * n_params * x / (rate_tflops * 1e12)  # noqa: E731
     return dict(name=name, hparams={k: v for k, v in h.items() if k in ("packing", "compile")},
-                attention=training.PACKED_ATTENTION_CUDA if cuda and h.get("packing") else
-                model.config._attn_implementation, steps=args.mfu_steps, timed_steps=args.mfu_steps - args.mfu_skip,
+                attention=clock.attention, steps=args.mfu_steps, timed_steps=args.mfu_steps - args.mfu_skip,
                 tokens=tokens, tokens_per_step=tokens / args.mfu_steps, seconds=seconds, steady_seconds=steady_s,
                 ms_per_step=1000 * steady_s / (args.mfu_steps - args.mfu_skip), tok_s=tok_s, mfu=mfu(tok_s),
                 whole_run_tok_s=whole, whole_run_mfu=mfu(whole), losses=[x["loss"] for x in hist if "loss" in x])

@@ -74,6 +74,7 @@ def test_mfu_section_times_train_lm_padded_and_packed_on_the_same_examples(run):
             x["tokens_per_step"] * x["timed_steps"] / x["steady_seconds"])
         assert x["mfu"] == pytest.approx(6 * r["params_M"] * 1e6 * x["tok_s"] / (m["matmul_tflops"] * 1e12))
         assert len(x["losses"]) == 3
+    assert padded["attention"] == "sdpa" and packed["attention"] == ("flex_attention" if on_gpu else "sdpa")
     if not on_gpu:  # float32: the same updates; bf16 and other kernels on a GPU: recorded, not checked
         assert packed["losses"] == pytest.approx(padded["losses"], rel=1e-3)
         assert r["checks"]["mfu_packed_losses_within_1e-3_on_cpu"] is True

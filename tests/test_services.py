@@ -33,7 +33,9 @@ def task(i: str, text: str, n_inputs: int = 0) -> X2IInput:
 
 @pytest.fixture()
 def server():
-    with FakeOpenAIServer(api_key=KEY, timeout_sleep_s=0.6) as srv:
+    # a "timeout" answer comes after 2 s; clients give up after 1 s. A tighter 0.25 s once timed out an
+    # ordinary answer on a loaded 2-core CI machine (attempts 3, hits 2), so leave room for the load.
+    with FakeOpenAIServer(api_key=KEY, timeout_sleep_s=2.0) as srv:
         yield srv
 
 
@@ -41,7 +43,7 @@ def server():
 def judge(server, tmp_path, monkeypatch):
     monkeypatch.setenv("SAIR_JUDGE_API_KEY", KEY)
     j = make_analyzer({"backend": "openai", "base_url": server.url, "model": "judge-vl",
-                       "api_key_env": "SAIR_JUDGE_API_KEY", "concurrency": 4, "timeout_s": 0.25,
+                       "api_key_env": "SAIR_JUDGE_API_KEY", "concurrency": 4, "timeout_s": 1.0,
                        "max_retries": 2, "backoff_s": 0.01, "backoff_max_s": 0.02,
                        "cache_dir": str(tmp_path / "cache")})
     yield j
@@ -182,7 +184,7 @@ def test_judging_job_loses_nothing_records_failures_and_leaks_no_key(server, tmp
     monkeypatch.setenv("SAIR_JUDGE_API_KEY", KEY)
     out = tmp_path / "run"
     cfg = {"backend": "openai", "base_url": server.url, "model": "judge-vl", "api_key_env": "SAIR_JUDGE_API_KEY",
-           "concurrency": 3, "timeout_s": 0.25, "max_retries": 2, "backoff_s": 0.01, "backoff_max_s": 0.02,
+           "concurrency": 3, "timeout_s": 1.0, "max_retries": 2, "backoff_s": 0.01, "backoff_max_s": 0.02,
            "cache_dir": str(out / "cache")}
     markers = ["", "#low", "#malformed-once", "#malformed-always", "#range-always", "#429-1", "#500-always",
                "#timeout-once", "#echo-key", "#range-once"]
