@@ -34,8 +34,9 @@ seed, so the same initial weights, in every run), and examples from
   that synchronises the device only at the two steps it reads) times the steps after
   ``--mfu-skip`` (compilation and warm-up excluded): steady tokens/s = mean real tokens per step x
   steps / seconds, and MFU = 6 x parameters (all) x tokens/s over the dense bf16 matmul rate
-  measured in the same run (float32 on CPU), as in ``benchmarks/train.py``. The whole run's
-  tokens/s (set-up and compilation included) and the logged losses are recorded beside it.
+  measured in the same run on the device the Trainer uses (float32 on CPU), as in
+  ``benchmarks/train.py``. The whole run's tokens/s (set-up and compilation included) and the
+  logged losses are recorded beside it.
 * **trainer**: :func:`sairlib.training.train_lm` (the real Trainer) for ``--steps`` steps with the
   data loader's collating workers at 0 and at ``--workers`` (``sairlib.training.loader_workers``
   patched), each run from the same initial weights into a fresh temporary output folder
@@ -313,6 +314,19 @@ def step_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespac
 
 
 # ----------------------------------------------------------------------------- train_lm's MFU
+def timed_train_lm(h: dict[str, Any], tok: Any, codec: Any, ds: Any, args: argparse.Namespace,
+                   callbacks: list[Any] | None = None) -> tuple[list[dict[str, Any]], float]:
+    """``train_lm`` with hyperparameters ``h`` on a new policy (the same initial weights every time), in a
+    fresh temporary folder (``train_lm`` resumes from any checkpoint it finds); its log and wall seconds."""
+    model = new_policy(tok, codec, args).model
+    with tempfile.TemporaryDirectory(prefix="train_loop_") as out_dir:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            hist = training.train_lm(model, tok, ds, None, h, out_dir, args.seed, callbacks=callbacks)
+            return hist, time.perf_counter() - t
+
+
 class StepClock(TrainerCallback):
     """Wall time at the end of the optimizer steps in ``at`` (the device synchronised first, and only
     there), and the attention the model trains under."""
@@ -338,14 +352,8 @@ def mfu_run(name: str, extra: dict[str, Any], tok: Any, codec: Any, ds: Any, arg
          "save_steps": 10 ** 9, **extra}
     if not cuda:
         h.pop("compile", None)  # compiling on the CPU costs minutes and says nothing about the GPU
-    model = new_policy(tok, codec, args).model
     clock = StepClock((args.mfu_skip, args.mfu_steps))
-    with tempfile.TemporaryDirectory(prefix="train_loop_mfu_") as out_dir:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = time.perf_counter()
-            hist = training.train_lm(model, tok, ds, None, h, out_dir, args.seed, callbacks=[clock])
-            seconds = time.perf_counter() - t
+    hist, seconds = timed_train_lm(h, tok, codec, ds, args, callbacks=[clock])
     tokens = sum(len(x) for x in ds["input_ids"])
     steady_s = clock.times[args.mfu_steps] - clock.times[args.mfu_skip]
     tok_s = tokens / args.mfu_steps * (args.mfu_steps - args.mfu_skip) / steady_s
@@ -358,13 +366,13 @@ def mfu_run(name: str, extra: dict[str, Any], tok: Any, codec: Any, ds: Any, arg
                 whole_run_tok_s=whole, whole_run_mfu=mfu(whole), losses=[x["loss"] for x in hist if "loss" in x])
 
 
-def mfu_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespace, device: torch.device,
-                n_params: int) -> dict[str, Any]:
+def mfu_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespace, n_params: int) -> dict[str, Any]:
     from datasets import Dataset
 
     ds = Dataset.from_list(rows[:args.mfu_steps * args.batch])
-    cuda = device.type == "cuda"
-    rate, rate_n = matmul_tflops(device, torch.bfloat16 if cuda else torch.float32)
+    # the Trainer trains on a GPU wherever there is one, even with --device cpu: its rate is the one to use
+    cuda = torch.cuda.is_available()
+    rate, rate_n = matmul_tflops(torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if cuda else torch.float32)
     log(f"mfu: matmul rate {rate:.1f} TFLOP/s (n={rate_n})")
     runs = []
     for name, extra in MFU_SETTINGS:
@@ -380,8 +388,7 @@ def mfu_section(tok: Any, codec: Any, rows: list[dict], args: argparse.Namespace
             torch._dynamo.reset()
             if cuda:
                 torch.cuda.empty_cache()
-    # the Trainer trains on a GPU wherever there is one, even with --device cpu
-    out = dict(trainer_device="cuda" if torch.cuda.is_available() else "cpu",
+    out = dict(trainer_device="cuda" if cuda else "cpu",
                matmul_tflops=rate, matmul_n=rate_n, matmul_dtype="bf16" if cuda else "float32",
                batch=args.batch, steps=args.mfu_steps, skip=args.mfu_skip, examples=len(ds), runs=runs)
     base, new = runs
@@ -398,15 +405,9 @@ def trainer_run(workers: int, tok: Any, codec: Any, ds: Any, args: argparse.Name
     patched = training.loader_workers
     training.loader_workers = lambda: workers
     try:
-        model = new_policy(tok, codec, args).model
         h = {"batch_size": args.batch, "lr": args.lr, "max_steps": args.steps, "logging_steps": args.logging_steps,
              "save_steps": 10 ** 9}
-        with tempfile.TemporaryDirectory(prefix="train_loop_") as out_dir:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.perf_counter()
-                hist = training.train_lm(model, tok, ds, None, h, out_dir, args.seed)
-                seconds = time.perf_counter() - t
+        hist, seconds = timed_train_lm(h, tok, codec, ds, args)
     finally:
         training.loader_workers = patched
     runtime = next((x["train_runtime"] for x in reversed(hist) if "train_runtime" in x), float("nan"))
@@ -535,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "step" in args.sections:
         r["step"] = step_section(tok, codec, rows, args, device)
     if "mfu" in args.sections:
-        r["mfu"] = mfu_section(tok, codec, rows, args, device, n_params)
+        r["mfu"] = mfu_section(tok, codec, rows, args, n_params)
     if "trainer" in args.sections:
         r["trainer"] = trainer_section(tok, codec, rows, args)
     r["checks"] = checks_of(r)

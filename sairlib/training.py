@@ -37,7 +37,7 @@ FlexAttention has no backward, the model's attention is kept.
 ``compile: true`` sets the Trainer's own ``torch_compile`` (the model is wrapped in
 ``torch.compile`` by accelerate; the trained module itself is unchanged and saved as usual).
 Together with ``packing`` on CUDA it is the step that ``benchmarks/train.py`` measured at 7.9x the
-padded Trainer-style step (154M policy, 43.8% MFU); ``benchmarks/train_loop.py --sections trainer``
+padded Trainer-style step (154M policy, 43.8% MFU); ``benchmarks/train_loop.py --sections mfu``
 measures it inside ``train_lm`` on the world's examples.
 """
 from __future__ import annotations
