@@ -58,6 +58,9 @@ def check_grpo(p: Mapping[str, Any], where: str = "grpo") -> dict[str, Any]:
     """Validate the ``grpo`` parameters (unknown keys and wrong types name the key); defaults filled.
 
     ``max_new_tokens`` 0 means :func:`sairlib.solve.default_budget` (room for six images with texts).
+    ``grad_accum`` splits each optimizer step's ``prompts_per_step x num_generations`` answers into
+    that many micro-batches (one generation per step, as TRL's ``steps_per_generation``): the same
+    step with less memory at once, DAPO's loss being normalised over the whole step.
     """
     out = {**DEFAULT_GRPO, **check_section(p, GRPO_KEYS, where)}
     out = {k: want(out[k]) for k, want in GRPO_KEYS.items()}
@@ -235,12 +238,13 @@ def grpo_config(grpo: Mapping[str, Any], output_dir: str, seed: int, n_processes
     step over all processes, each answered ``num_generations`` times)."""
     g = check_grpo(grpo)
     total = g["prompts_per_step"] * g["num_generations"]
-    if total % n_processes:
-        raise ValueError(f"grpo: prompts_per_step x num_generations = {total} must split over {n_processes} processes")
+    if total % (n_processes * g["grad_accum"]):
+        raise ValueError(f"grpo: prompts_per_step x num_generations = {total} must split over {n_processes} processes"
+                         f" x grad_accum {g['grad_accum']} micro-batches")
     cuda = torch.cuda.is_available()
     return GRPOConfig(
         output_dir=output_dir, seed=seed, data_seed=seed, max_steps=g["steps"], learning_rate=g["lr"],
-        per_device_train_batch_size=total // n_processes, gradient_accumulation_steps=g["grad_accum"],
+        per_device_train_batch_size=total // (n_processes * g["grad_accum"]), gradient_accumulation_steps=g["grad_accum"],
         num_generations=g["num_generations"], beta=g["beta"], epsilon=g["clip_epsilon"],
         temperature=g["temperature"] if g["temperature"] > 0 else 1.0, warmup_steps=g["warmup_steps"],
         logging_steps=g["logging_steps"], save_strategy="no", report_to="none", disable_tqdm=True,

@@ -52,6 +52,12 @@ class GRPOJob(JobFile):
         self.grpo = check_grpo(self.grpo)
         self.reward = check_reward(self.reward)
 
+    def memory_hint(self) -> str:
+        g = self.grpo
+        answers = g["prompts_per_step"] * g["num_generations"]
+        return (f"grpo.grad_accum is {g['grad_accum']}: raise it (a divisor of the step's {answers} answers per "
+                "process) to train each step in more, smaller micro-batches; the step stays the same")
+
 
 @dataclass
 class GRPOJobRun:

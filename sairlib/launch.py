@@ -43,6 +43,10 @@ class JobFile:
 
     KIND: ClassVar[str] = "a job"
 
+    def memory_hint(self) -> str:
+        """What to change when this job runs out of accelerator memory (added to the launch error)."""
+        return ""
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
 
@@ -95,20 +99,32 @@ def launch_command(module: str, job_path: str | Path, processes: int, config: st
 _RANK_ERROR = re.compile(r"^(\[rank\d+\]:\s*)?[\w.]*(Error|Exception)\b.*:")
 
 
-def run_launch(cmd: list[str]) -> None:
+def run_launch(cmd: list[str], memory_hint: str = "") -> None:
     """Run a launch command from the project root; on failure raise with each rank's exception
-    line (the launcher's own summary hides them) and the last 40 output lines."""
+    line (the launcher's own summary hides them) and the last 40 output lines (and ``memory_hint``
+    if a rank ran out of accelerator memory)."""
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"launch failed (exit {r.returncode}): {' '.join(cmd)}\n"
-                           + _failure_lines(r.stdout + r.stderr, 40))
+                           + _failure_lines(r.stdout + r.stderr, 40, memory_hint))
 
 
-def _failure_lines(output: str, tail: int) -> str:
-    """Each rank's exception line (once), then the last ``tail`` lines of a failed launch's output."""
+_OUT_OF_MEMORY = re.compile(r"OutOfMemoryError|CUDA out of memory")
+
+
+def _failure_lines(output: str, tail: int, memory_hint: str = "") -> str:
+    """Each rank's exception line (once), then ``memory_hint`` if the output shows the accelerator's
+    memory ran out, then the last ``tail`` lines of a failed launch's output."""
     lines = output.splitlines()
     errors = dict.fromkeys(ln for ln in lines if _RANK_ERROR.match(ln))
-    return "".join(f"{e}\n" for e in errors) + "--- last lines ---\n" + "\n".join(lines[-tail:])
+    hint = f"out of memory: {memory_hint}\n" if memory_hint and _OUT_OF_MEMORY.search(output) else ""
+    return "".join(f"{e}\n" for e in errors) + hint + "--- last lines ---\n" + "\n".join(lines[-tail:])
+
+
+def _memory_hint(job: Any) -> str:
+    """The job's own advice for running out of memory (``JobFile.memory_hint``), if it has any."""
+    hint = getattr(job, "memory_hint", None)
+    return hint() if callable(hint) else ""
 
 
 def _history(job: Any) -> list[dict[str, Any]]:
@@ -168,7 +184,7 @@ def launch_job(job: Any, module: str, run_here: Callable[[Any], list[dict[str, A
     use_sub = subprocess_ if subprocess_ is not None else (n > 1 or config is not None)
     if not use_sub:
         return run_here(job)
-    run_launch(launch_command(module, _job_path(job), n, config))
+    run_launch(launch_command(module, _job_path(job), n, config), _memory_hint(job))
     return _history(job)
 
 
@@ -207,7 +223,7 @@ def launch_jobs(jobs: dict[str, Any], module: str, run_here: Callable[[Any], lis
         code = codes[name]
         if code != 0:
             failed.append(f"{name}: exit {code}: {' '.join(cmd)}\n"
-                          + _failure_lines(Path(log.name).read_text(errors="replace"), 20))
+                          + _failure_lines(Path(log.name).read_text(errors="replace"), 20, _memory_hint(jobs[name])))
     if failed:
         raise RuntimeError("launch failed for " + "\n".join(failed))
     return {name: _history(job) for name, job in jobs.items()}

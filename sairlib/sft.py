@@ -168,6 +168,11 @@ class SFTJob(JobFile):
         check_sft(self.hparams)
         check_lora(self.lora)
 
+    def memory_hint(self) -> str:
+        b, g = self.hparams.get("batch_size", 16), self.hparams.get("grad_accum", 1)
+        return (f"sft.batch_size is {b} per device and sft.grad_accum {g}: divide the batch and multiply "
+                "grad_accum by the same factor to keep the step with less memory at once")
+
 
 @dataclass
 class SFTRun:

@@ -42,6 +42,31 @@ def test_a_failing_job_reports_its_exception_line():
     assert "exit 1" in msg and "ValueError: boom in a rank" in msg.split("--- last lines ---")[0]
 
 
+def test_running_out_of_memory_adds_the_jobs_own_advice(tmp_path, monkeypatch):
+    import sairlib.launch as launch
+    from sairlib.grpo_job import GRPOJob
+    from sairlib.sft import SFTJob
+
+    oom = ("import sys; print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 294.00 MiB', "
+           "file=sys.stderr); sys.exit(1)")
+    other = "raise ValueError('not memory')"
+    grpo = GRPOJob(base_dir="b", model_dir="m", output_dir=str(tmp_path / "g"), world={}, reward={},
+                   grpo={"prompts_per_step": 16, "num_generations": 8, "grad_accum": 2})
+    sft = SFTJob(base_dir="b", train_dir="t", model_dir="m", output_dir=str(tmp_path / "s"),
+                 hparams={"batch_size": 32})
+    assert "grpo.grad_accum is 2" in grpo.memory_hint() and "128 answers" in grpo.memory_hint()
+    assert "sft.batch_size is 32" in sft.memory_hint()
+    for code, hinted in ((oom, True), (other, False)):
+        monkeypatch.setattr(launch, "launch_command", lambda module, path, n, config=None: [sys.executable, "-c", code])
+        with pytest.raises(RuntimeError) as e:
+            launch_jobs({"grpo": grpo, "sft": sft}, "unused", lambda j: [], concurrent=True)
+        head = str(e.value)
+        assert ("out of memory: grpo.grad_accum is 2" in head and "out of memory: sft.batch_size is 32" in head) == hinted
+        with pytest.raises(RuntimeError) as e:
+            launch.launch_job(grpo, "unused", lambda j: [], processes=1, subprocess_=True)
+        assert ("out of memory: grpo.grad_accum" in str(e.value).split("--- last lines ---")[0]) == hinted
+
+
 class _Job:
     def __init__(self, output_dir):
         self.output_dir = str(output_dir)
