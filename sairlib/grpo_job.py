@@ -55,8 +55,8 @@ class GRPOJob(JobFile):
     def memory_hint(self) -> str:
         g = self.grpo
         answers = g["prompts_per_step"] * g["num_generations"]
-        return (f"grpo.grad_accum is {g['grad_accum']}: raise it (a divisor of the step's {answers} answers per "
-                "process) to train each step in more, smaller micro-batches; the step stays the same")
+        return (f"grpo.grad_accum is {g['grad_accum']}: raise it to train each step's {answers} answers in more, "
+                "smaller micro-batches (answers / processes must divide by it); the step stays the same")
 
 
 @dataclass

@@ -110,7 +110,8 @@ _SNAP_BLOCK = 1 << 14  # pixels per block
 
 
 def snap(images: np.ndarray) -> np.ndarray:
-    """Palette labels per pixel: 0 background, 1..7 colours in palette order, -1 off-palette.
+    """Palette labels per pixel of uint8 RGB ``images`` ``[..., 3]``: 0 background, 1..7 colours in
+    palette order, -1 off-palette.
 
     Squared distances as |x|^2 - 2 x.p + |p|^2 with one small matrix product (3x faster than the
     pixel-by-colour difference array). Exact: every term is an integer below 2^24, so float32 holds
