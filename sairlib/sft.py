@@ -57,6 +57,7 @@ from .params import check_section
 from .training import HPARAM_KEYS, check_packable, pack_multiple, pad_multiple, trainer_fields, training_attention
 
 SFT_KEYS = HPARAM_KEYS  # the trainer's hyperparameters, as for pretraining
+SFT_BATCH_SIZE = 16  # per device, where ``hparams`` gives no ``batch_size``
 LORA_KEYS = {"r": int, "alpha": int, "dropout": float}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_FULL = ["embed_tokens", "lm_head"]
@@ -86,7 +87,8 @@ def sft_config(h: dict[str, Any], output_dir: str | Path, seed: int, evaluate: b
 
     check_sft(h)
     return SFTConfig(
-        **trainer_fields(h, output_dir, seed, batch_size=16, eval_steps=h.get("eval_steps", 0) if evaluate else 0),
+        **trainer_fields(h, output_dir, seed, batch_size=SFT_BATCH_SIZE,
+                         eval_steps=h.get("eval_steps", 0) if evaluate else 0),
         **{_checkpointing_field(SFTConfig): False},  # tiny policies: recomputation costs more than it saves
         # the sequences are final: used as given (padding-free only concatenates a batch's rows)
         max_length=None,
@@ -169,7 +171,7 @@ class SFTJob(JobFile):
         check_lora(self.lora)
 
     def memory_hint(self) -> str:
-        b, g = self.hparams.get("batch_size", 16), self.hparams.get("grad_accum", 1)
+        b, g = self.hparams.get("batch_size", SFT_BATCH_SIZE), self.hparams.get("grad_accum", 1)
         return (f"sft.batch_size is {b} per device and sft.grad_accum {g}: divide the batch and multiply "
                 "grad_accum by the same factor to keep the step with less memory at once")
 

@@ -18,6 +18,7 @@ from sairlib.rewards import alphas, check_reward, composite, penalty_factors
 
 sys.path.insert(0, str(Path(__file__).parent))
 import grpo_dist_check as dist  # noqa: E402
+from state_dicts import distance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,8 +100,7 @@ def test_micro_batches_take_the_same_step_as_one_batch(tmp_path):
     for key in ("reward", "raw/composite", "raw/outcome", "penalty/factor_mean", "images/mean", "mode/direct"):
         assert b[0][key] == pytest.approx(a[0][key], rel=1e-6, abs=1e-9), key
     assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=1e-4, abs=1e-6)
-    moved = sum((weights[0][k] - start[k]).norm() ** 2 for k in start) ** 0.5
-    apart = sum((weights[0][k] - weights[1][k]).norm() ** 2 for k in start) ** 0.5
+    moved, apart = distance(weights[0], start), distance(weights[0], weights[1])
     # as in tests/test_grpo_job.py: AdamW's first step flips near-zero gradients with float noise
     assert moved > 0 and apart < 0.1 * moved
     with pytest.raises(ValueError, match="grad_accum 3"):

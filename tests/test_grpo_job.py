@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import grpo_dist_check as dist  # noqa: E402
+from state_dicts import distance  # noqa: E402
 from sairlib.grpo_job import GRPOJob, grpo_command, launch_grpo, launch_grpo_all  # noqa: E402
 from sairlib.policy import Policy  # noqa: E402
 
@@ -66,8 +67,7 @@ def test_two_gloo_ranks_take_the_same_step_as_one_process(tmp_path, base, cpu_ra
     assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=1e-4, abs=1e-6)
     start = Policy.load(base).model.state_dict()
     x, y = (Policy.load(r.model_dir).model.state_dict() for r in (one, two))
-    moved = sum((x[k] - start[k]).norm() ** 2 for k in x) ** 0.5
-    apart = sum((x[k] - y[k]).norm() ** 2 for k in x) ** 0.5
+    moved, apart = distance(x, start), distance(x, y)
     # AdamW's first step moves every weight by about +-lr whatever its gradient's size, so weights
     # whose gradient is near zero flip with float noise: 7.4% of the distance moved between two
     # one-process runs (in this process vs launched; losses equal, grad norms 4e-4 apart). A wrong

@@ -18,6 +18,7 @@ from sairlib.sft import (ACCELERATE_DIR, SFTJob, accelerate_command, build_train
 from sairlib.world import WorldConfig
 from sairlib.world_setup import build_tokenizers
 from sft_examples import reference_sft_dataset
+from state_dicts import distance
 
 CODEC, TOK, _ = build_tokenizers(WorldConfig(), 16, 64, 20, 10, 0)
 
@@ -162,8 +163,7 @@ def test_twin_jobs_at_once_train_like_one_after_the_other(sft_ds, base_dir, tmp_
         # Same data order, same updates; the processes differ only in float summation order (threads,
         # kernels), which Adam amplifies where gradients are near zero: compare the updates, not bits.
         x, y = (Policy.load(r[k].model_dir).model.state_dict() for r in (alone, together))
-        moved = sum((x[n] - base[n]).norm() ** 2 for n in x) ** 0.5
-        apart = sum((x[n] - y[n]).norm() ** 2 for n in x) ** 0.5
+        moved, apart = distance(x, base), distance(x, y)
         assert moved > 0.1 and apart < 0.05 * moved
     assert alone["a"].losses != alone["b"].losses  # the seeds matter, so the pairing is checked
 
@@ -183,8 +183,7 @@ def test_two_gloo_processes_train_like_one_on_the_same_batches(sft_ds, base_dir,
     assert [x["loss"] for x in two.losses] == pytest.approx([x["loss"] for x in one.losses], rel=1e-4)
     a, b = (Policy.load(r.model_dir).model.state_dict() for r in (one, two))
     base = Policy.load(base_dir).model.state_dict()
-    moved = sum((a[k] - base[k]).norm() ** 2 for k in a) ** 0.5
-    apart = sum((a[k] - b[k]).norm() ** 2 for k in a) ** 0.5
+    moved, apart = distance(a, base), distance(a, b)
     assert moved > 0.1 and apart < 0.05 * moved  # float summation order differs, as in the test above
 
 
