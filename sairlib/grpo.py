@@ -39,6 +39,7 @@ from .interfaces import X2IInput
 from .modes import MODES
 from .params import check_section
 from .rewards import COMPONENTS, RewardContext, alphas, penalty_factors, penalty_reach, reward_funcs
+from .sft_eval import BALANCE
 from .solve import default_budget
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.16
@@ -72,12 +73,15 @@ def check_grpo(p: Mapping[str, Any], where: str = "grpo") -> dict[str, Any]:
     return out
 
 
-GRPO_EVAL_KEYS = {"tasks": int, "samples": int, "temperature": float, "max_new_tokens": int, "no_penalty_twin": bool}
+GRPO_EVAL_KEYS = {"tasks": int, "samples": int, "temperature": float, "max_new_tokens": int, "no_penalty_twin": bool,
+                  "balance": BALANCE}
 
 
 def check_grpo_eval(p: Mapping[str, Any], where: str = "grpo_eval") -> dict[str, Any]:
-    """Validate the before/after evaluation parameters (``max_new_tokens`` 0: solve's default budget)."""
-    p = check_section(p, GRPO_EVAL_KEYS, where, required=True)
+    """Validate the before/after evaluation parameters (``max_new_tokens`` 0: solve's default budget;
+    ``balance`` as in ``sft_eval``, "none" when absent). Returns them with ``balance`` filled in."""
+    p = check_section({"balance": "none", **p} if isinstance(p, Mapping) else p, GRPO_EVAL_KEYS, where,
+                      required=True)
     if p["tasks"] < 1 or p["samples"] < 1:
         raise ValueError(f"{where}: tasks and samples must be at least 1")
     return dict(p)

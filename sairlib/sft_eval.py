@@ -3,6 +3,7 @@
     s = summarise(solve(policy, analyzer, tasks, samples=1, seed=0))
     by_complexity_frame(s)        # pass rate, score, images and mode mix per complexity
     by_bucket(s)                  # the same pooled into 1-2 / 3-5 / 6+ constraints
+    balanced(s)                   # overall numbers with each bucket weighing the same
     compare({"masked": s1, "unmasked": s2})   # side by side
 
 Notebook 03 stores its summaries with the settings that produced them (``save_summaries``);
@@ -15,19 +16,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .metrics import read_json, write_json
 from .modes import MODES
 from .params import check_section
+from .world.tasks import COMPLEXITY_BUCKETS, WorldConfig, complexity_bucket, make_balanced_tasks, make_tasks
 
+# balance: "none" draws the held-out requests in the world's own mix; "complexity" spreads them evenly over
+# the complexity buckets (make_balanced_tasks)
+BALANCE = ("none", "complexity")
 SFT_EVAL_KEYS = {"val_fraction": float, "tasks": int, "samples": int, "temperature": float, "max_new_tokens": int,
-                 "unmasked_twin": bool}
+                 "unmasked_twin": bool, "balance": BALANCE}
 
 
-def check_sft_eval(p: dict[str, Any], where: str = "sft_eval") -> dict[str, Any]:
-    """Validate the evaluation parameters of notebook 03 (unknown keys and wrong types name the key)."""
-    check_section(p, SFT_EVAL_KEYS, where)
+def check_sft_eval(p: Mapping[str, Any], where: str = "sft_eval") -> dict[str, Any]:
+    """Validate the evaluation parameters of notebook 03 (unknown keys and wrong types name the key);
+    returns them with ``balance`` filled in ("none" when absent)."""
+    p = check_section({"balance": "none", **p} if isinstance(p, Mapping) else p, SFT_EVAL_KEYS, where)
     if not 0 <= p.get("val_fraction", 0.0) < 1:
         raise ValueError(f"{where}.val_fraction: must be in [0, 1), got {p['val_fraction']!r}")
     if p.get("samples", 1) < 1 or p.get("tasks", 1) < 1:
@@ -35,15 +41,13 @@ def check_sft_eval(p: dict[str, Any], where: str = "sft_eval") -> dict[str, Any]
     return p
 
 
-BUCKETS: tuple[tuple[str, int, int], ...] = (("1-2", 1, 2), ("3-5", 3, 5), ("6+", 6, 10 ** 9))
+BUCKETS = COMPLEXITY_BUCKETS
 MIX = MODES + ("invalid",)
 
 
 def bucket_of(complexity: int) -> str:
-    for name, lo, hi in BUCKETS:
-        if lo <= complexity <= hi:
-            return name
-    return "0"
+    """The complexity bucket's name (see :data:`sairlib.world.tasks.COMPLEXITY_BUCKETS`)."""
+    return complexity_bucket(complexity)
 
 
 def _row(block: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +90,22 @@ def by_bucket(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b: out[b] for b in order}
 
 
+def balanced(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary's pass rate, score, images and mode mix with every complexity bucket present
+    weighing the same (the mean of :func:`by_bucket`'s blocks), whatever the requests' own mix.
+
+    On requests drawn with ``balance: complexity`` this equals the plain average; on the world's own
+    mix (mostly simple requests) it re-weights the same answers, so a bucket with few requests
+    carries as much weight as one with many, and its sampling error too."""
+    b = [v for k, v in by_bucket(summary).items() if k != "0"]
+    if not b:
+        raise ValueError("balanced: the summary has no answers with a complexity bucket")
+    mean = lambda key: sum(v[key] for v in b) / len(b)  # noqa: E731
+    return {"n": sum(v["n"] for v in b), "buckets": len(b), "pass_rate": mean("pass_rate"), "score": mean("score"),
+            "avg_images": mean("avg_images"),
+            "mode_mix": {m: sum(v["mode_mix"][m] for v in b) / len(b) for m in MIX}}
+
+
 def mode_trend(summary: dict[str, Any]) -> dict[str, Any]:
     """Shares of Direct and Multi-step in the simplest and the most complex bucket present, and whether
     the mode choice follows complexity (Direct falls and Multi-step rises from one to the other)."""
@@ -114,12 +134,23 @@ def compare(summaries: dict[str, dict[str, Any]]) -> Any:
 
 SUMMARIES_FILE = "eval_summaries.json"
 EVAL_SETTINGS = ("tasks", "samples", "temperature", "max_new_tokens")
+EVAL_TASK_SEED = 31  # held-out requests: seed + 31, for notebooks 03 and 04 alike
+
+
+def eval_tasks(p: dict[str, Any], seed: int, cfg: WorldConfig) -> list[Any]:
+    """The held-out requests an ``sft_eval`` / ``grpo_eval`` section asks for: ``p["tasks"]`` eval-split
+    requests drawn with ``seed + 31``, in the world's mix or (``balance: complexity``) evenly over the
+    complexity buckets. Notebooks 03 and 04 both call this, so they answer the same requests."""
+    if p.get("balance", "none") == "complexity":
+        return make_balanced_tasks(p["tasks"], "eval", seed + EVAL_TASK_SEED, cfg=cfg)
+    return make_tasks(p["tasks"], "eval", seed + EVAL_TASK_SEED, cfg=cfg)
 
 
 def eval_settings(seed: int, world: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     """What decides an evaluation's answers besides the model: the seed (requests and sampling),
     the world and the ``sft_eval`` / ``grpo_eval`` fields that choose and sample the requests."""
-    return {"seed": seed, "world": dict(world), **{k: p[k] for k in EVAL_SETTINGS}}
+    return {"seed": seed, "world": dict(world), **{k: p[k] for k in EVAL_SETTINGS},
+            "balance": p.get("balance", "none")}
 
 
 def save_summaries(stage_dir: str | os.PathLike, settings: dict[str, Any], summaries: dict[str, dict[str, Any]],

@@ -36,3 +36,7 @@ def test_ci_chain_runs_and_records_metrics(tmp_path):
     assert (run / "02_masking" / "sft_dataset").is_dir()
     assert (run / "03_sft" / "model" / "config.json").is_file()
     assert (run / "04_grpo" / "model" / "config.json").is_file()
+    grpo = json.loads((run / "04_grpo" / "metrics.json").read_text())  # ci.yaml: balance "complexity" in 03 and 04
+    assert grpo["eval_balance"] == "complexity"
+    assert list(grpo["eval"]["sft"]["by_bucket"]) == ["1-2", "3-5", "6+"] and grpo["eval"]["sft"]["n"] == 4
+    assert set(grpo["claims_balanced"]) == set(grpo["claims"])

@@ -214,6 +214,48 @@ def test_evaluation_tables_pool_by_complexity():
         check_sft_eval({"val_fraction": 1.5})
 
 
+def test_balanced_view_weighs_each_complexity_bucket_the_same():
+    from sairlib.sft_eval import balanced, check_sft_eval
+
+    def block(n, score, images, direct):
+        return {"n": n, "pass_rate": score, "score": score, "avg_images": images,
+                "mode_mix": {"direct": direct, "reflection": 0.0, "multistep": 1 - direct, "invalid": 0.0}}
+
+    # 9 simple answers (score 1, one image) and 1 hard one (score 0.4, 7 images): the plain mean is 1.6
+    # images, the balanced one (1 + 7) / 2 = 4
+    s = {**block(10, 0.94, 1.6, 0.9), "by_complexity": {"1": block(6, 1.0, 1.0, 1.0), "2": block(3, 1.0, 1.0, 1.0),
+                                                         "8": block(1, 0.4, 7.0, 0.0)}, "by_family": {}}
+    b = balanced(s)
+    assert b["n"] == 10 and b["buckets"] == 2
+    assert b["avg_images"] == pytest.approx(4.0) and b["score"] == pytest.approx(0.7)
+    assert b["mode_mix"]["direct"] == pytest.approx(0.5) and b["mode_mix"]["multistep"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="balanced"):
+        balanced({"by_complexity": {}})
+    assert check_sft_eval({"tasks": 3})["balance"] == "none"
+    assert check_sft_eval({"tasks": 3, "balance": "complexity"})["balance"] == "complexity"
+    with pytest.raises(ValueError, match="sft_eval.balance"):
+        check_sft_eval({"balance": "even"})
+
+
+def test_balanced_evaluations_answer_other_requests_than_the_worlds_mix(tmp_path):
+    from sairlib.grpo import check_grpo_eval
+    from sairlib.sft_eval import eval_settings, eval_tasks, load_summary, save_summaries
+    from sairlib.world import WorldConfig, complexity_bucket
+
+    g = check_grpo_eval({"tasks": 6, "samples": 1, "temperature": 1.0, "max_new_tokens": 0, "no_penalty_twin": False})
+    assert g["balance"] == "none"
+    with pytest.raises(ValueError, match="grpo_eval.balance"):
+        check_grpo_eval({**g, "balance": 1})
+    even = {**g, "balance": "complexity"}
+    plain, spread = eval_tasks(g, 0, WorldConfig()), eval_tasks(even, 0, WorldConfig())
+    assert sorted(complexity_bucket(t.complexity) for t in spread) == ["1-2", "1-2", "3-5", "3-5", "6+", "6+"]
+    assert [t.id for t in plain] != [t.id for t in spread]
+    world = {"grid": 4}
+    save_summaries(tmp_path, eval_settings(0, world, g), {"m": {"n": 6}}, "m")
+    assert load_summary(tmp_path, eval_settings(0, world, g)) == {"n": 6}
+    assert load_summary(tmp_path, eval_settings(0, world, even)) is None  # other requests: not reused
+
+
 def test_stored_summaries_are_read_back_only_with_the_same_settings(tmp_path):
     from sairlib.sft_eval import eval_settings, load_summary, save_summaries
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from sairlib.world import GrammarError, Scene, SceneError, TaskError, make_task, make_tasks, perceive, render
+from sairlib.world import (GrammarError, Scene, SceneError, TaskError, WorldConfig, complexity_bucket, make_balanced_tasks,
+                           make_task, make_tasks, perceive, render)
 from sairlib.world.grammar import parse_op, parse_request
 from sairlib.world.scene import Obj, Part
 
@@ -86,6 +87,29 @@ def test_tasks_are_deterministic_per_seed():
     b = [t.instruction for t in make_tasks(20, "train", 7)]
     c = [t.instruction for t in make_tasks(20, "train", 8)]
     assert a == b and a != c
+
+
+def test_balanced_tasks_fill_each_complexity_bucket_from_the_same_stream():
+    ts = make_balanced_tasks(7, "eval", 3)
+    buckets = [complexity_bucket(t.complexity) for t in ts]
+    assert sorted(buckets) == ["1-2"] * 3 + ["3-5"] * 2 + ["6+"] * 2  # 7 // 3 each, the first bucket one more
+    assert all(t.meta["split"] == "eval" for t in ts) and len({t.id for t in ts}) == 7
+    assert [t.id for t in make_balanced_tasks(7, "eval", 3)] == [t.id for t in ts]
+    # they keep the order of make_tasks' stream for that seed: its simple requests come first there too
+    plain = [t.id for t in make_tasks(10, "eval", 3)]
+    firsts = [t.id for t in ts if complexity_bucket(t.complexity) == "1-2"]
+    assert firsts == [i for i in plain if i in set(firsts)] and firsts[0] == plain[0]
+    assert make_balanced_tasks(0, "eval", 3) == []
+
+
+def test_balanced_tasks_name_the_bucket_the_world_cannot_fill():
+    small = WorldConfig(grid=2, image_size=32, max_objects=2)  # two objects at most: nothing reaches 6 constraints
+    with pytest.raises(TaskError, match=r"bucket 6\+ .*world.max_objects=2"):
+        make_balanced_tasks(3, "eval", 0, cfg=small, max_draws_per_task=20)
+    with pytest.raises(TaskError, match="n:"):
+        make_balanced_tasks(-1, "eval", 0)
+    with pytest.raises(TaskError, match="split"):
+        make_balanced_tasks(3, "test", 0)
 
 
 @pytest.mark.parametrize("text", ["add a big red", "draw a red circle", "move the circle sideways", "remove the teal circle",

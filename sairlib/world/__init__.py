@@ -10,8 +10,9 @@ from .grammar import GrammarError, vocabulary
 from .perceive import perceive, perceive_batch
 from .render import blank, render
 from .scene import Obj, Part, Scene, SceneError
-from .tasks import FAMILIES, TaskError, WorldConfig, make_task, make_tasks
+from .tasks import (COMPLEXITY_BUCKETS, FAMILIES, TaskError, WorldConfig, complexity_bucket, make_balanced_tasks,
+                    make_task, make_tasks)
 
 __all__ = ["DEFAULT_THRESHOLDS", "WorldAnalyzer", "GrammarError", "vocabulary", "perceive", "perceive_batch",
-           "blank", "render", "Obj", "Part", "Scene", "SceneError", "FAMILIES", "TaskError", "WorldConfig",
-           "make_task", "make_tasks"]
+           "blank", "render", "Obj", "Part", "Scene", "SceneError", "COMPLEXITY_BUCKETS", "FAMILIES", "TaskError",
+           "WorldConfig", "complexity_bucket", "make_balanced_tasks", "make_task", "make_tasks"]

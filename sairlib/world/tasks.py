@@ -20,8 +20,9 @@ disjoint by construction: a task's split is a hash of its content.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -436,19 +437,11 @@ def make_task(family: str, category: str, rng: np.random.Generator, cfg: WorldCo
     raise TaskError(f"could not draw a valid {family}/{category} task in {max_tries} tries (grid too small?)")
 
 
-def make_tasks(n: int, split: str, seed: int, family: str | None = None, categories: Sequence[str] | None = None,
-               cfg: WorldConfig = WorldConfig(), distinct: bool = True) -> list[X2IInput]:
-    """``n`` tasks of one split, cycling over the families' categories, seeded.
-
-    The same (seed, arguments) always give the same tasks; a task's split depends only on its
-    content, so train and eval sets never share a task whatever seeds are used. With
-    ``distinct=False`` a request may repeat (with another witness image): training streams
-    use that, since small categories (e.g. "draw a circle .") have few distinct requests.
-    """
+def _check_selection(split: str, family: str | None,
+                     categories: Sequence[str] | None) -> list[tuple[str, str]]:
+    """The (family, category) pairs a task stream cycles over; bad arguments name themselves."""
     if split not in SPLITS:
         raise TaskError(f"split: must be one of {SPLITS}, got {split!r}")
-    if not isinstance(n, int) or n < 0:
-        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
     fams = [family] if family else list(FAMILIES)
     for f in fams:
         if f not in FAMILIES:
@@ -460,18 +453,94 @@ def make_tasks(n: int, split: str, seed: int, family: str | None = None, categor
             raise TaskError(f"categories: unknown {sorted(unknown)[0]!r}")
     if not pairs:
         raise TaskError("categories: no category selected")
+    return pairs
+
+
+def _task_stream(pairs: Sequence[tuple[str, str]], split: str, seed: int, cfg: WorldConfig, distinct: bool,
+                 max_misses: int) -> Iterator[X2IInput]:
+    """Tasks of one split in a fixed order for ``seed``, cycling over ``pairs``: the order that
+    :func:`make_tasks` and :func:`make_balanced_tasks` both take from (so the first ``n`` of a
+    longer stream are the ``n`` of a shorter one). Raises :class:`TaskError` after ``max_misses``
+    draws of the other split or of repeats."""
     rng = np.random.default_rng(seed)
-    out: list[X2IInput] = []
     seen: set[str] = set()
-    misses = 0
-    while len(out) < n:
-        f, c = pairs[len(out) % len(pairs)] if misses < 100 * len(pairs) else pairs[int(rng.integers(len(pairs)))]
+    made = misses = 0
+    while True:
+        f, c = pairs[made % len(pairs)] if misses < 100 * len(pairs) else pairs[int(rng.integers(len(pairs)))]
         t = make_task(f, c, rng, cfg)
         if t.meta["split"] != split or (distinct and t.id in seen):
             misses += 1
-            if misses > 1000 * max(n, 1):
-                raise TaskError(f"could not find {n} distinct {split} tasks (the space is too small)")
+            if misses > max_misses:
+                raise TaskError(f"could not find enough distinct {split} tasks (the space is too small)")
             continue
         seen.add(t.id)
-        out.append(t)
+        made += 1
+        yield t
+
+
+def make_tasks(n: int, split: str, seed: int, family: str | None = None, categories: Sequence[str] | None = None,
+               cfg: WorldConfig = WorldConfig(), distinct: bool = True) -> list[X2IInput]:
+    """``n`` tasks of one split, cycling over the families' categories, seeded.
+
+    The same (seed, arguments) always give the same tasks; a task's split depends only on its
+    content, so train and eval sets never share a task whatever seeds are used. With
+    ``distinct=False`` a request may repeat (with another witness image): training streams
+    use that, since small categories (e.g. "draw a circle .") have few distinct requests.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+    pairs = _check_selection(split, family, categories)
+    stream = _task_stream(pairs, split, seed, cfg, distinct, max_misses=1000 * max(n, 1))
+    return list(itertools.islice(stream, n))
+
+
+# Complexity buckets (name, lowest, highest): the requests one pass handles (1-2), those where it starts
+# to fail (3-5) and those that need planning (6+). Evaluations report per bucket (sairlib.sft_eval) and can
+# draw their requests evenly over them (make_balanced_tasks).
+COMPLEXITY_BUCKETS: tuple[tuple[str, int, int], ...] = (("1-2", 1, 2), ("3-5", 3, 5), ("6+", 6, 10 ** 9))
+
+
+def complexity_bucket(complexity: int) -> str:
+    """The name of the bucket holding ``complexity`` ("0" for none: a request without constraints)."""
+    for name, lo, hi in COMPLEXITY_BUCKETS:
+        if lo <= complexity <= hi:
+            return name
+    return "0"
+
+
+def make_balanced_tasks(n: int, split: str, seed: int, cfg: WorldConfig = WorldConfig(),
+                        max_draws_per_task: int = 200) -> list[X2IInput]:
+    """``n`` distinct tasks of one split spread evenly over :data:`COMPLEXITY_BUCKETS`.
+
+    The world's own mix is mostly simple (about 4% of requests have 6 or more constraints at
+    ``max_objects`` 8), so an average over it mostly measures the simple requests. This takes the
+    same stream as :func:`make_tasks` (same seed, same order) and keeps each task while its bucket
+    is short of its share: ``n // 3`` each, the first ``n % 3`` buckets one more. Raises
+    :class:`TaskError` naming the bucket when ``max_draws_per_task * n`` tasks do not fill it (e.g. no
+    6+ requests exist with ``world.max_objects`` 3).
+
+        >>> ts = make_balanced_tasks(6, "eval", seed=0)
+        >>> sorted(complexity_bucket(t.complexity) for t in ts)
+        ['1-2', '1-2', '3-5', '3-5', '6+', '6+']
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+    names = [b for b, _, _ in COMPLEXITY_BUCKETS]
+    quota = {b: n // len(names) + (i < n % len(names)) for i, b in enumerate(names)}
+    stream = _task_stream(_check_selection(split, None, None), split, seed, cfg, distinct=True,
+                          max_misses=1000 * max(n, 1))
+    out: list[X2IInput] = []
+    for t in itertools.islice(stream, max_draws_per_task * n):
+        b = complexity_bucket(t.complexity)
+        if quota.get(b, 0) > 0:
+            quota[b] -= 1
+            out.append(t)
+            if len(out) == n:
+                break
+    short = [b for b in names if quota[b] > 0]
+    if short:
+        raise TaskError(f"could not find {n} {split} tasks balanced over complexity: bucket {short[0]} is "
+                        f"{quota[short[0]]} short after {max_draws_per_task * n} draws "
+                        f"(world.max_objects={cfg.max_objects} may not allow such requests)")
     return out
+
