@@ -41,13 +41,7 @@ def check_sft_eval(p: Mapping[str, Any], where: str = "sft_eval") -> dict[str, A
     return p
 
 
-BUCKETS = COMPLEXITY_BUCKETS
 MIX = MODES + ("invalid",)
-
-
-def bucket_of(complexity: int) -> str:
-    """The complexity bucket's name (see :data:`sairlib.world.tasks.COMPLEXITY_BUCKETS`)."""
-    return complexity_bucket(complexity)
 
 
 def _row(block: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +66,7 @@ def by_bucket(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The per-complexity blocks pooled (weighted by ``n``) into the 1-2 / 3-5 / 6+ buckets."""
     out: dict[str, dict[str, Any]] = {}
     for c, block in summary["by_complexity"].items():
-        name, n = bucket_of(int(c)), block["n"]
+        name, n = complexity_bucket(int(c)), block["n"]
         if not n:
             continue
         acc = out.setdefault(name, {"n": 0, "pass_rate": 0.0, "score": 0.0, "avg_images": 0.0,
@@ -86,7 +80,7 @@ def by_bucket(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for k in ("pass_rate", "score", "avg_images"):
             acc[k] /= acc["n"]
         acc["mode_mix"] = {m: v / acc["n"] for m, v in acc["mode_mix"].items()}
-    order = [b for b, _, _ in BUCKETS if b in out] + (["0"] if "0" in out else [])
+    order = [b for b, _, _ in COMPLEXITY_BUCKETS if b in out] + (["0"] if "0" in out else [])
     return {b: out[b] for b in order}
 
 
