@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from .blas import one_blas_thread
 from .interfaces import X2IInput
 from .sequence import Layout, Segment
 from .world import facts
@@ -121,13 +122,14 @@ def pretrain_examples(layout: Layout, codec: Any, analyzer: WorldAnalyzer, n: in
         raise ValueError(f"n: must be a non-negative integer, got {n!r}")
     jobs = [(layout, codec, analyzer, min(CHUNK, n - i * CHUNK), mix, seed * 100_003 + i, cfg, cand)
             for i in range((n + CHUNK - 1) // CHUNK)]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+    with one_blas_thread():  # exact products on small matrices: threads only cost time (sairlib.blas)
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
 
-        with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
-            parts = pool.starmap(_chunk, jobs)
-    else:
-        parts = [_chunk(*j) for j in jobs]
+            with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                parts = pool.starmap(_chunk, jobs)
+        else:
+            parts = [_chunk(*j) for j in jobs]
     out = [e for p in parts for e in p]
     order = np.random.default_rng(seed).permutation(len(out))
     return [out[i] for i in order]

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..blas import one_blas_thread_for_good
 from ..interfaces import X2IInput
 from ..trajectory import Trajectory, records_to_dataset, to_dataset
 from .escalation import Backends, escalate_all
@@ -132,6 +133,7 @@ def _worker(spec: BackendSpec, tasks: Sequence[X2IInput], out_dir: str, seed: in
     import torch
 
     torch.set_num_threads(1)
+    one_blas_thread_for_good()  # one of several worker processes (sairlib.blas)
     backends = spec.build()
     try:
         build_trajectories(tasks, backends, out_dir, seed, concurrency=concurrency, progress=False,

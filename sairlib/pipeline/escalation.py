@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..blas import one_blas_thread_for_good
 from ..canvas import fresh_step, start_canvas
 from ..interfaces import Assessment, X2IInput
 from ..trajectory import Trajectory, TrajectorySegment
@@ -144,6 +145,7 @@ _ANALYZER: Any = None
 
 def _init_analyzer(analyzer: Any) -> None:
     global _ANALYZER
+    one_blas_thread_for_good()  # one of many Analyzer processes: no BLAS threads of its own (sairlib.blas)
     _ANALYZER = analyzer
 
 
