@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: where results go, progress lines, device syncs, relative errors.
+"""What the benchmark scripts share: where results go and how they are written, progress lines, device syncs,
+relative errors.
 
 The scripts put the repository root on ``sys.path`` and then ``from benchmarks.common import ...``,
 so they run as ``python benchmarks/<script>.py`` from anywhere.
@@ -6,8 +7,10 @@ so they run as ``python benchmarks/<script>.py`` from anywhere.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +22,15 @@ T0 = time.perf_counter()
 def log(msg: str) -> None:
     """Progress line with the seconds since start (flushed: GPU runs are watched live)."""
     print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write a benchmark's result as indented JSON (making its folder), say where, and return the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}", flush=True)
+    return out
 
 
 def sync(device: torch.device) -> None:

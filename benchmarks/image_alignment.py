@@ -28,7 +28,6 @@ the arguments, the device, per scheme the losses, tokens/s, seconds, and the mea
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -50,7 +49,7 @@ from sairlib.sequence import Layout  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world.tasks import make_tasks  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
-from benchmarks.common import RESULTS, policy_options, log, sync  # noqa: E402
+from benchmarks.common import RESULTS, policy_options, log, sync, write_result  # noqa: E402
 
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)   # params/gpu.yaml's world
 SCHEMES = ("sequential", "image_local")
@@ -244,11 +243,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         measured = {name: score(consistency_calls(policy, ex, scheme, args, device), kinds, five)
                     for name, (ex, kinds) in sets.items()}
         result["schemes"][scheme] = {"train": tr, "sets": measured}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(table(result))
-    log(f"wrote {out}")
+    write_result(args.out, result)
     return result
 
 

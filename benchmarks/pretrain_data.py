@@ -18,8 +18,13 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--params", default=str(root / "params" / "gpu.yaml"))
     p.add_argument("--examples", type=int, default=8192)
@@ -32,9 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark, print the table and write the JSON; returns the result dict."""
     args = parse_args(argv)
-    root = Path(__file__).resolve().parents[1]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    from benchmarks.common import write_result
     from sairlib.params import resolve_params
     from sairlib.pretrain import pretrain_examples
     from sairlib.sequence import Layout
@@ -63,10 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     for x in runs:
         print(f"{x['workers']:>8}{x['seconds']:>10.2f}{x['examples_per_s']:>12.1f}  {x['sha256'][:12]}")
     print(f"same examples for every worker count: {r['same_examples']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, r)
     return r
 
 

@@ -17,7 +17,6 @@ Writes ``benchmarks/results/rollout.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from sairlib.sequence import Layout  # noqa: E402
 from sairlib.tokenizers import build_tokenizer  # noqa: E402
 from sairlib.world import make_tasks  # noqa: E402
 from sairlib.world.grammar import vocabulary  # noqa: E402
-from benchmarks.common import sync  # noqa: E402
+from benchmarks.common import sync, write_result  # noqa: E402
 
 MODES = ("dynamic", "static", "compiled")  # the KV-cache modes of sairlib.generation.generate
 QUICK = dict(batch=8, hidden=64, layers=2, heads=4, new_tokens=48, codes=64, tokens_per_image=16, threads=1)
@@ -261,10 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["profile"] = {"mode": args.profile,
                         "top": profile_top(model, layout, prompts, args.new_tokens, device, args.seed, args.profile)}
     print(table(r))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.out, r)
     return r
 
 

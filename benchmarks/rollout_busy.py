@@ -12,7 +12,6 @@ separate device to be idle.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import rollout as R  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 
 
 def union_seconds(spans: list[tuple[float, float]]) -> float:
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{'GPU busy':<28}{union / wall:>10.1%}\n{'kernels':<28}{len(kernels):>10d}")
     print(ka.table(sort_by="self_cuda_time_total", row_limit=20))
     print(ka.table(sort_by="self_cpu_time_total", row_limit=25))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(r, indent=1) + "\n")
-    print(f"wrote {out_path}")
+    write_result(out_path, r)
     return r
 
 

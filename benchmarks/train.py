@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -66,7 +65,7 @@ if str(ROOT) not in sys.path:
 from sairlib.policy import model_config  # noqa: E402
 from sairlib.tokenizers import build_tokenizer  # noqa: E402
 from sairlib.world.grammar import vocabulary  # noqa: E402
-from benchmarks.common import RESULTS, T0, log, matmul_tflops, rel, sync  # noqa: E402
+from benchmarks.common import RESULTS, T0, log, matmul_tflops, rel, sync, write_result  # noqa: E402
 
 QUICK = dict(hidden=64, layers=2, heads=4, intermediate=0, batch=4, seq_len=128, min_len=16, warmup=1, steps=3, threads=1,
              check_seqs=6)
@@ -523,10 +522,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              torch=torch.__version__, transformers=transformers.__version__, quick=args.quick,
              total_seconds=time.perf_counter() - T0)
     print(table(r), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"wrote {out}", flush=True)
+    write_result(args.out, r)
     return r
 
 

@@ -57,7 +57,6 @@ table and the JSON are written. Writes ``benchmarks/results/train_loop.json``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -81,7 +80,7 @@ from sairlib.policy import Policy  # noqa: E402
 from sairlib.pretrain import pretrain_examples  # noqa: E402
 from sairlib.world import WorldAnalyzer, WorldConfig  # noqa: E402
 from sairlib.world_setup import build_tokenizers  # noqa: E402
-from benchmarks.common import RESULTS, matmul_tflops, policy_options, T0, log, rel, sync  # noqa: E402
+from benchmarks.common import RESULTS, matmul_tflops, policy_options, T0, log, rel, sync, write_result  # noqa: E402
 
 # params/gpu.yaml's world and pretraining mix
 WORLD = dict(grid=4, image_size=64, max_objects=8, eval_fraction=0.2)
@@ -542,10 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     r["checks"] = checks_of(r)
     r["total_seconds"] = time.perf_counter() - T0
     print(table(r), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"wrote {out}", flush=True)
+    out = write_result(args.out, r)
     failed = [k for k, v in r["checks"].items() if v is False]
     if failed:
         raise AssertionError(f"checks failed: {', '.join(failed)} (see {out})")

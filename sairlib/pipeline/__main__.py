@@ -9,7 +9,6 @@ Resumable: the same command again skips finished trajectories and ends with the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Sequence
