@@ -40,3 +40,14 @@ def test_ci_chain_runs_and_records_metrics(tmp_path):
     assert grpo["eval_balance"] == "complexity"
     assert list(grpo["eval"]["sft"]["by_bucket"]) == ["1-2", "3-5", "6+"] and grpo["eval"]["sft"]["n"] == 4
     assert set(grpo["claims_balanced"]) == set(grpo["claims"])
+    # a second GRPO seed on the same 00-03 (linked, not run again) and the same held-out requests
+    (tmp_path / "seed_1.yaml").write_text(f"extends: {ROOT / 'params' / 'ci.yaml'}\ngrpo_seed: 1\n")
+    r = subprocess.run([sys.executable, "-m", "sairlib.run", "--params", str(tmp_path / "seed_1.yaml"),
+                        "--outputs", str(tmp_path), "--reuse", "ci", "--only", "04"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    other = tmp_path / "seed_1"
+    assert all((other / s).is_symlink() for s in stages[:4]) and not (other / "04_grpo").is_symlink()
+    second = json.loads((other / "04_grpo" / "metrics.json").read_text())
+    assert second["grpo_seed"] == 1 and grpo["grpo_seed"] == 0 and second["seed"] == 0
+    assert second["eval"]["sft"] == grpo["eval"]["sft"]  # the evaluation does not follow the GRPO seed
