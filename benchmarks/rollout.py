@@ -42,8 +42,9 @@ MODES = ("dynamic", "static", "compiled")  # the KV-cache modes of sairlib.gener
 QUICK = dict(batch=8, hidden=64, layers=2, heads=4, new_tokens=48, codes=64, tokens_per_image=16, threads=1)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options; ``--quick`` overrides the sizes with a small CPU-friendly run."""
+def parse_args(argv: list[str] | None = None, out: str = "rollout.json") -> argparse.Namespace:
+    """Command-line options; ``--quick`` overrides the sizes with a small CPU-friendly run. ``out``: the
+    default result file under ``benchmarks/results/`` (other scripts reuse these options)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=512)
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small model and batch (CPU, < 1 min)")
     p.add_argument("--profile", default="", choices=["", *MODES],
                    help="after timing, profile one call of this mode and print its 15 costliest kernels")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rollout.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():

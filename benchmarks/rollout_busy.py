@@ -13,7 +13,6 @@ separate device to be idle.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,35 +45,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Profile one compiled call; print the tables and write the JSON; returns the result dict."""
     from torch.profiler import ProfilerActivity, profile
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out_path = ROOT / "benchmarks" / "results" / "rollout_busy.json"
-    if "--out" in argv:
-        i = argv.index("--out")
-        out_path = Path(argv[i + 1])
-        del argv[i:i + 2]
-    args = R.parse_args(argv)
+    args = R.parse_args(argv, out="rollout_busy.json")
     dev = torch.device(args.device)
     if dev.type != "cuda":
         raise SystemExit("rollout_busy.py: --device must be a CUDA device (it measures how long the GPU sits idle)")
     layout = R.build_layout(args.codes, args.tokens_per_image)
     model = R.build_policy(layout, args, dev)
     prompts = R.world_prompts(layout, args.batch, args.seed)
-    t0 = time.perf_counter()
-    R.run_constrained(model, layout, prompts, args.new_tokens, dev, args.seed, "compiled")
-    warm = time.perf_counter() - t0
-    walls = []
-    for _ in range(2):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        R.run_constrained(model, layout, prompts, args.new_tokens, dev, args.seed, "compiled")
-        torch.cuda.synchronize()
-        walls.append(time.perf_counter() - t0)
+    def call() -> float:  # seconds of one compiled generate call, the device synchronised around it
+        return R.run_constrained(model, layout, prompts, args.new_tokens, dev, args.seed, "compiled")[2]
+
+    warm = call()
+    walls = [call() for _ in range(2)]
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        R.run_constrained(model, layout, prompts, args.new_tokens, dev, args.seed, "compiled")
-        torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
+        wall = call()
     kernels = [e for e in prof.events() if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
     union = union_seconds([(e.time_range.start, e.time_range.end) for e in kernels])
     ka = prof.key_averages()
@@ -92,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{'GPU busy':<28}{union / wall:>10.1%}\n{'kernels':<28}{len(kernels):>10d}")
     print(ka.table(sort_by="self_cuda_time_total", row_limit=20))
     print(ka.table(sort_by="self_cpu_time_total", row_limit=25))
-    write_result(out_path, r)
+    write_result(args.out, r)
     return r
 
 

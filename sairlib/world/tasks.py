@@ -437,6 +437,11 @@ def make_task(family: str, category: str, rng: np.random.Generator, cfg: WorldCo
     raise TaskError(f"could not draw a valid {family}/{category} task in {max_tries} tries (grid too small?)")
 
 
+def _check_count(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+
+
 def _check_selection(split: str, family: str | None,
                      categories: Sequence[str] | None) -> list[tuple[str, str]]:
     """The (family, category) pairs a task stream cycles over; bad arguments name themselves."""
@@ -487,8 +492,7 @@ def make_tasks(n: int, split: str, seed: int, family: str | None = None, categor
     ``distinct=False`` a request may repeat (with another witness image): training streams
     use that, since small categories (e.g. "draw a circle .") have few distinct requests.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+    _check_count(n)
     pairs = _check_selection(split, family, categories)
     stream = _task_stream(pairs, split, seed, cfg, distinct, max_misses=1000 * max(n, 1))
     return list(itertools.islice(stream, n))
@@ -523,8 +527,7 @@ def make_balanced_tasks(n: int, split: str, seed: int, cfg: WorldConfig = WorldC
         >>> sorted(complexity_bucket(t.complexity) for t in ts)
         ['1-2', '1-2', '3-5', '3-5', '6+', '6+']
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise TaskError(f"n: must be a non-negative integer, got {n!r}")
+    _check_count(n)
     names = [b for b, _, _ in COMPLEXITY_BUCKETS]
     quota = {b: n // len(names) + (i < n % len(names)) for i, b in enumerate(names)}
     stream = _task_stream(_check_selection(split, None, None), split, seed, cfg, distinct=True,
